@@ -1,0 +1,77 @@
+"""The ``thinktwice`` command line. Thin: parses flags, looks up registries, calls the library.
+
+Each command group lives in its own module with a ``register(app)`` function. User errors
+(ThinktwiceError) print one line and exit with code 2; anything else keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+import typer
+
+from thinktwice.errors import ThinktwiceError
+
+__all__ = ["app", "main"]
+
+_COMMAND_MODULES = (
+    "solve",
+    "evaluate",
+    "runs",
+    "organism",
+    "calibrate",
+    "compare",
+    "study",
+    "serve",
+    "critic",
+    "train",
+    "probe",
+)
+
+app = typer.Typer(
+    name="thinktwice",
+    help="Make a language model check its own work, and measure what that buys at matched compute.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+for _name in _COMMAND_MODULES:
+    try:
+        _mod = importlib.import_module(f"thinktwice.cli.{_name}")
+    except ModuleNotFoundError as _e:  # a command module not written yet
+        if _e.name != f"thinktwice.cli.{_name}":
+            raise
+        continue
+    _mod.register(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    from rich.logging import RichHandler
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s",
+                        handlers=[RichHandler(show_path=False, show_time=False)])
+    try:
+        app(args=argv, standalone_mode=False)
+    except ThinktwiceError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except SystemExit:
+        raise
+    except Exception as e:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(2)
+        if isinstance(e, click.exceptions.Abort):
+            sys.exit(1)
+        raise

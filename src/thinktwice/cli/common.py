@@ -1,0 +1,93 @@
+"""Options and helpers shared by the CLI command modules (backend flags, output, error exit)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from thinktwice.errors import ConfigError
+
+__all__ = [
+    "BackendOpt", "BaseUrlOpt", "ApiKeyOpt", "ModelOpt", "ConcurrencyOpt", "StoreOpt", "SeedOpt",
+    "backend_from_options", "run_async", "out", "err", "default_store", "parse_kv",
+]
+
+T = TypeVar("T")
+
+out = Console()
+err = Console(stderr=True)
+
+BackendOpt = typer.Option(
+    "llamacpp", "--backend", "-b",
+    help="Backend spec: llamacpp[:GGUF], openai, organism:DIR, hf:PATH, scripted.",
+)
+BaseUrlOpt = typer.Option(
+    None, "--base-url", help="OpenAI-compatible base URL(s), comma-separated (default: $OPENAI_BASE_URL)."
+)
+ApiKeyOpt = typer.Option(None, "--api-key", help="API key (default: $OPENAI_API_KEY).")
+ModelOpt = typer.Option(None, "--model", "-m", help="Model name sent to the server.")
+ConcurrencyOpt = typer.Option(16, "--concurrency", "-c", help="Concurrent problems / requests.")
+StoreOpt = typer.Option(None, "--store", "-s", help="SQLite run store (default: $THINKTWICE_HOME/runs.db).")
+SeedOpt = typer.Option(0, "--seed", help="Seed for every random choice.")
+
+
+def default_store(store: Path | None) -> Path:
+    """The store path: the flag, else ``$THINKTWICE_HOME/runs.db``, else ``./runs.db``."""
+    if store is not None:
+        return store
+    home = os.environ.get("THINKTWICE_HOME")
+    return Path(home) / "runs.db" if home else Path("runs.db")
+
+
+def parse_kv(pairs: list[str] | None) -> dict[str, Any]:
+    """Parse ``-o key=value`` options; values are read as JSON when they parse, else kept as text."""
+    import json
+
+    result: dict[str, Any] = {}
+    for p in pairs or []:
+        key, sep, value = p.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"option {p!r} is not of the form key=value")
+        try:
+            result[key.replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            result[key.replace("-", "_")] = value
+    return result
+
+
+def backend_from_options(
+    backend: str,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    model: str | None = None,
+    concurrency: int | None = None,
+    **extra: Any,
+) -> Any:
+    """Build a backend from CLI flags; the environment is read here and nowhere below."""
+    from thinktwice import lm
+
+    name, _ = lm.parse_spec(backend)
+    opts: dict[str, Any] = dict(extra)
+    if name == "openai":
+        urls = base_url or os.environ.get("OPENAI_BASE_URL")
+        if not urls:
+            raise ConfigError("backend 'openai' needs --base-url or OPENAI_BASE_URL")
+        opts["base_urls"] = [u.strip() for u in urls.split(",") if u.strip()]
+        opts["api_key"] = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
+        if model:
+            opts["model"] = model
+        if concurrency:
+            opts["max_concurrency"] = concurrency
+    elif model:
+        opts["model"] = model
+    return lm.create(backend, **opts)
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
