@@ -11,3 +11,36 @@ __all__ = ["Strategy", "BaseStrategy", "RunContext", "Verdict", "Vote", "vote", 
 strategies.add("greedy", "thinktwice.strategies.greedy:Greedy", "one sample at temperature 0")
 strategies.add("self-consistency", "thinktwice.strategies.self_consistency:SelfConsistency",
                "majority vote over N samples")
+
+
+def create_strategy(spec: str, /, **options: object) -> Strategy:
+    """Build a strategy from a spec such as ``"self-consistency"`` or ``"best-of-n:self-certainty"``.
+
+    The part after the colon is passed as ``signal=``. Unknown options raise ConfigError naming
+    the options the strategy accepts.
+    """
+    import dataclasses
+
+    from thinktwice.errors import ConfigError
+
+    name, sep, arg = spec.partition(":")
+    factory = strategies.get(name)
+    if sep:
+        options = {"signal": arg, **options}
+    if dataclasses.is_dataclass(factory):
+        accepted = {f.name for f in dataclasses.fields(factory) if f.init}
+        unknown = sorted(set(options) - accepted)
+        if unknown:
+            raise ConfigError(
+                f"strategy {name!r} has no option(s) {', '.join(unknown)}; "
+                f"its options are: {', '.join(sorted(accepted)) or 'none'}"
+            )
+    return factory(**options)  # type: ignore[no-any-return]
+
+
+def strategy_names() -> list[str]:
+    """Registered strategy names."""
+    return strategies.names()
+
+
+__all__ += ["create_strategy", "strategy_names"]
