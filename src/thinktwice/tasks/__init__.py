@@ -1,0 +1,10 @@
+"""Tasks: data loaders with their prompt format, answer extraction and grader, found by name."""
+
+from __future__ import annotations
+
+from thinktwice.registry import tasks
+from thinktwice.tasks.base import AnswerFormat, Query, Task
+
+__all__ = ["AnswerFormat", "Query", "Task", "tasks"]
+
+tasks.add("gsm8k", "thinktwice.tasks.gsm8k:Gsm8kTask", help="GSM8K grade-school math (numeric answers)")
