@@ -48,7 +48,7 @@ class UnknownNameError(ConfigError, KeyError):
     def __init__(self, kind: str, name: str, valid: list[str], suggestion: str | None = None) -> None:
         self.kind, self.name, self.valid, self.suggestion = kind, name, valid, suggestion
         hint = f" Did you mean {suggestion!r}?" if suggestion else ""
-        super().__init__(f"Unknown {kind} {name!r}.{hint} Valid {kind}s: {', '.join(valid)}.")
+        super().__init__(f"Unknown {kind} {name!r}.{hint} Valid {kind} names: {', '.join(valid)}.")
 
     def __str__(self) -> str:  # KeyError would otherwise quote the message
         return str(self.args[0])

@@ -14,7 +14,7 @@ from rich.console import Console
 from thinktwice.errors import ConfigError
 
 __all__ = [
-    "BackendOpt", "BaseUrlOpt", "ApiKeyOpt", "ModelOpt", "ConcurrencyOpt", "StoreOpt", "SeedOpt",
+    "BackendOpt", "BackendOptionsOpt", "StrategyOptionsOpt", "BaseUrlOpt", "ApiKeyOpt", "ModelOpt", "ConcurrencyOpt", "StoreOpt", "SeedOpt",
     "backend_from_options", "run_async", "out", "err", "default_store", "parse_kv",
 ]
 
@@ -35,6 +35,12 @@ ModelOpt = typer.Option(None, "--model", "-m", help="Model name sent to the serv
 ConcurrencyOpt = typer.Option(16, "--concurrency", "-c", help="Concurrent problems / requests.")
 StoreOpt = typer.Option(None, "--store", "-s", help="SQLite run store (default: $THINKTWICE_HOME/runs.db).")
 SeedOpt = typer.Option(0, "--seed", help="Seed for every random choice.")
+BackendOptionsOpt = typer.Option(
+    None, "--backend-option", "-B", help="Backend constructor option key=value (JSON values), repeatable."
+)
+StrategyOptionsOpt = typer.Option(
+    None, "--option", "-o", help="Strategy option key=value (JSON values), repeatable."
+)
 
 
 def default_store(store: Path | None) -> Path:

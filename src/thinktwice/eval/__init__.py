@@ -1,0 +1,1 @@
+"""Evaluation: the run store, the harness, metrics, curves and reports."""

@@ -1,0 +1,406 @@
+"""RunStore: one SQLite file (WAL) holding runs, problems, samples, decisions, scores and events.
+
+Writes are idempotent on their keys ((run, problem, index) for samples, (run, problem) for
+decisions), so a killed run resumes with nothing lost or duplicated. A run being written is
+claimed by its process; a second process resuming the same run while the first is alive is
+refused. Token statistics are stored as zlib-compressed JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import subprocess
+import time
+import zlib
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from thinktwice.errors import StoreError
+from thinktwice.eval import migrations
+from thinktwice.types import Decision, Problem, Sample, TokenStat, Usage
+
+__all__ = ["RunStore", "RunInfo", "StoredSample", "StoredDecision", "git_sha"]
+
+_EXPECTED_TABLES = {"runs", "problems", "samples", "decisions", "scores", "events"}
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    id: int
+    kind: str
+    name: str | None
+    created: float
+    finished: float | None
+    status: str
+    config: dict[str, Any]
+    task: str | None
+    task_version: str | None
+    backend: str | None
+    model: str | None
+    strategy: str | None
+    seed: int | None
+    version: str | None
+    git_sha: str | None
+    owner: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSample:
+    problem_id: str
+    index: int
+    stage: str
+    sample: Sample
+    answer: str | None
+    correct: bool | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredDecision:
+    problem_id: str
+    answer: str | None
+    correct: bool | None
+    confidence: float | None
+    chosen: int | None
+    usage: Usage
+    stages: dict[str, Usage]
+    votes: dict[str, float]
+    trace: list[dict[str, Any]]
+    stopped_because: str | None
+    strategy: str | None
+    text: str | None
+
+
+def git_sha() -> str | None:
+    """The git commit of the source tree the package runs from, when it is a checkout."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    sha = out.stdout.strip()
+    return sha if out.returncode == 0 and len(sha) == 40 else None
+
+
+def _pack_tokens(tokens: Sequence[TokenStat] | None) -> bytes | None:
+    if tokens is None:
+        return None
+    raw = json.dumps([t.to_list() for t in tokens], separators=(",", ":"))
+    return zlib.compress(raw.encode(), 6)
+
+
+def _unpack_tokens(blob: bytes | None) -> tuple[TokenStat, ...] | None:
+    if blob is None:
+        return None
+    return tuple(TokenStat.from_list(v) for v in json.loads(zlib.decompress(blob)))
+
+
+def _bool(v: Any) -> bool | None:
+    return None if v is None else bool(v)
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _alive(owner: str | None) -> bool:
+    if not owner:
+        return False
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False  # another host: cannot check; treat a stale claim as released
+    if int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class RunStore:
+    """The SQLite run store. Use as a context manager or call :meth:`close`."""
+
+    def __init__(self, path: str | os.PathLike[str], *, readonly: bool = False) -> None:
+        self.path = Path(path)
+        if readonly and not self.path.exists():
+            raise StoreError(f"{self.path}: no such run store")
+        if not readonly and self.path.parent and not self.path.parent.exists():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            uri = f"file:{self.path}?mode=ro" if readonly else str(self.path)
+            self.db = sqlite3.connect(uri, uri=readonly, timeout=30.0, isolation_level=None)
+            self.db.execute("PRAGMA busy_timeout=30000")
+            tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"{self.path}: not a readable SQLite run store ({e})") from None
+        user_tables = {t for t in tables if not t.startswith("sqlite_")}
+        if user_tables and "_migrations" not in user_tables:
+            raise StoreError(
+                f"{self.path}: this SQLite file is not a thinktwice run store (it has tables "
+                f"{', '.join(sorted(user_tables)[:5])}); choose another --store path"
+            )
+        if not readonly:
+            try:
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute("PRAGMA synchronous=NORMAL")
+                migrations.apply(self.db)
+            except sqlite3.DatabaseError as e:
+                raise StoreError(f"{self.path}: cannot initialise the run store ({e})") from None
+        missing = _EXPECTED_TABLES - {
+            r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        }
+        if missing and (not readonly or user_tables):
+            raise StoreError(f"{self.path}: run store is missing tables {sorted(missing)}")
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> RunStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as e:
+            raise StoreError(f"{self.path}: the store is locked by another writer ({e})") from None
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        else:
+            self.db.execute("COMMIT")
+
+    # -- runs ---------------------------------------------------------------------------------
+    def create_run(
+        self,
+        *,
+        kind: str,
+        config: Mapping[str, Any],
+        task: str | None = None,
+        task_version: str | None = None,
+        backend: str | None = None,
+        model: str | None = None,
+        strategy: str | None = None,
+        seed: int | None = None,
+        name: str | None = None,
+    ) -> int:
+        """Create a run claimed by this process; records the package version and git sha."""
+        from thinktwice import __version__
+
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO runs(kind, name, created, status, config, task, task_version, backend, model,"
+                " strategy, seed, version, git_sha, owner) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (kind, name, time.time(), "running", json.dumps(dict(config), default=str), task,
+                 task_version, backend, model, strategy, seed, __version__, git_sha(), _owner()),
+            )
+            return int(cur.lastrowid or 0)
+
+    def _row_to_run(self, r: sqlite3.Row | tuple[Any, ...]) -> RunInfo:
+        return RunInfo(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7], r[8], r[9], r[10],
+                       r[11], r[12], r[13], r[14], r[15])
+
+    _RUN_COLS = ("id, kind, name, created, finished, status, config, task, task_version, backend, model,"
+                 " strategy, seed, version, git_sha, owner")
+
+    def get_run(self, run_id: int) -> RunInfo:
+        r = self.db.execute(f"SELECT {self._RUN_COLS} FROM runs WHERE id=?", (run_id,)).fetchone()
+        if r is None:
+            ids = [str(x[0]) for x in self.db.execute("SELECT id FROM runs ORDER BY id DESC LIMIT 10")]
+            hint = f" (recent runs: {', '.join(ids)})" if ids else " (the store has no runs)"
+            raise StoreError(f"{self.path}: no run {run_id}{hint}")
+        return self._row_to_run(r)
+
+    def list_runs(self) -> list[RunInfo]:
+        return [self._row_to_run(r) for r in self.db.execute(f"SELECT {self._RUN_COLS} FROM runs ORDER BY id")]
+
+    def set_status(self, run_id: int, status: str) -> None:
+        finished = time.time() if status in ("done", "failed") else None
+        with self._tx() as db:
+            db.execute("UPDATE runs SET status=?, finished=?, owner=CASE WHEN ? IS NULL THEN owner ELSE NULL END"
+                       " WHERE id=?", (status, finished, finished, run_id))
+
+    def claim_run(self, run_id: int) -> None:
+        """Take over writing ``run_id`` (for --resume); refuse while another live process holds it."""
+        with self._tx() as db:
+            row = db.execute("SELECT owner FROM runs WHERE id=?", (run_id,)).fetchone()
+            if row is None:
+                raise StoreError(f"{self.path}: no run {run_id}")
+            if _alive(row[0]):
+                raise StoreError(
+                    f"run {run_id} is being written by another process ({row[0]}); "
+                    "wait for it to finish or stop it before resuming"
+                )
+            db.execute("UPDATE runs SET owner=?, status='running', finished=NULL WHERE id=?", (_owner(), run_id))
+
+    # -- problems -----------------------------------------------------------------------------
+    def put_problems(self, run_id: int, problems: Sequence[Problem]) -> None:
+        with self._tx() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO problems(run_id, problem_id, idx, question, gold, meta) VALUES (?,?,?,?,?,?)",
+                [(run_id, p.id, i, p.question, p.gold, json.dumps(dict(p.meta), default=str))
+                 for i, p in enumerate(problems)],
+            )
+
+    def problems(self, run_id: int) -> list[Problem]:
+        rows = self.db.execute(
+            "SELECT problem_id, question, gold, meta FROM problems WHERE run_id=? ORDER BY idx", (run_id,)
+        )
+        return [Problem(r[0], r[1], r[2], json.loads(r[3])) for r in rows]
+
+    # -- samples ------------------------------------------------------------------------------
+    def _sample_rows(
+        self, run_id: int, problem_id: str, samples: Sequence[Sample], answers: Sequence[str | None],
+        correct: Sequence[bool | None], start: int, stages: Sequence[str],
+    ) -> list[tuple[Any, ...]]:
+        if not (len(samples) == len(answers) == len(correct) == len(stages)):
+            raise ValueError("samples, answers, correct and stages must have the same length")
+        return [
+            (run_id, problem_id, start + i, st, s.text, a, None if c is None else int(c), s.finish_reason,
+             json.dumps(s.usage.to_dict()), _pack_tokens(s.tokens), s.model, s.seed, s.endpoint)
+            for i, (s, a, c, st) in enumerate(zip(samples, answers, correct, stages))
+        ]
+
+    _SAMPLE_INSERT = (
+        "INSERT OR REPLACE INTO samples(run_id, problem_id, idx, stage, text, answer, correct, finish_reason,"
+        " usage, tokens, model, seed, endpoint) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    )
+
+    def put_samples(
+        self,
+        run_id: int,
+        problem_id: str,
+        samples: Sequence[Sample],
+        *,
+        answers: Sequence[str | None],
+        correct: Sequence[bool | None],
+        start: int = 0,
+        stage: str = "sample",
+    ) -> None:
+        rows = self._sample_rows(run_id, problem_id, samples, answers, correct, start, [stage] * len(samples))
+        with self._tx() as db:
+            db.executemany(self._SAMPLE_INSERT, rows)
+
+    def samples(self, run_id: int, problem_id: str | None = None, *, with_tokens: bool = True) -> list[StoredSample]:
+        cols = "problem_id, idx, stage, text, answer, correct, finish_reason, usage, model, seed, endpoint"
+        cols += ", tokens" if with_tokens else ", NULL"
+        if problem_id is None:
+            rows = self.db.execute(
+                f"SELECT {cols} FROM samples s WHERE run_id=? ORDER BY "
+                "(SELECT idx FROM problems p WHERE p.run_id=s.run_id AND p.problem_id=s.problem_id), problem_id, idx",
+                (run_id,),
+            )
+        else:
+            rows = self.db.execute(
+                f"SELECT {cols} FROM samples WHERE run_id=? AND problem_id=? ORDER BY idx", (run_id, problem_id)
+            )
+        out = []
+        for r in rows:
+            sample = Sample(
+                text=r[3], tokens=_unpack_tokens(r[11]), finish_reason=r[6] or "stop",
+                usage=Usage.from_dict(json.loads(r[7])), model=r[8] or "", seed=r[9], endpoint=r[10],
+            )
+            out.append(StoredSample(r[0], r[1], r[2], sample, r[4], _bool(r[5])))
+        return out
+
+    def sample_counts(self, run_id: int) -> dict[str, int]:
+        rows = self.db.execute("SELECT problem_id, COUNT(*) FROM samples WHERE run_id=? GROUP BY problem_id", (run_id,))
+        return {r[0]: int(r[1]) for r in rows}
+
+    # -- decisions ----------------------------------------------------------------------------
+    def put_decision(
+        self,
+        run_id: int,
+        problem_id: str,
+        decision: Decision,
+        correct: bool | None,
+        *,
+        candidate_correct: Sequence[bool | None] | None = None,
+    ) -> None:
+        """Store a decision and its candidates (as samples) atomically."""
+        cands = decision.candidates
+        cc = list(candidate_correct) if candidate_correct is not None else [None] * len(cands)
+        rows = self._sample_rows(
+            run_id, problem_id, [c.sample for c in cands], [c.answer for c in cands], cc, 0,
+            [c.stage for c in cands],
+        )
+        with self._tx() as db:
+            db.execute("DELETE FROM samples WHERE run_id=? AND problem_id=?", (run_id, problem_id))
+            db.executemany(self._SAMPLE_INSERT, rows)
+            db.execute(
+                "INSERT OR REPLACE INTO decisions(run_id, problem_id, answer, correct, confidence, chosen, usage,"
+                " stages, votes, trace, stopped_because, strategy, text) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (run_id, problem_id, decision.answer, None if correct is None else int(correct),
+                 decision.confidence, decision.chosen, json.dumps(decision.usage.to_dict()),
+                 json.dumps({k: v.to_dict() for k, v in decision.stages.items()}),
+                 json.dumps(dict(decision.votes)), json.dumps([t.to_dict() for t in decision.trace], default=str),
+                 decision.stopped_because, decision.strategy, decision.text),
+            )
+            for i, c in enumerate(cands):
+                for sig, val in c.scores.items():
+                    db.execute("INSERT OR REPLACE INTO scores(run_id, problem_id, idx, signal, value) VALUES (?,?,?,?,?)",
+                               (run_id, problem_id, i, sig, val))
+
+    def decisions(self, run_id: int) -> list[StoredDecision]:
+        rows = self.db.execute(
+            "SELECT d.problem_id, answer, correct, confidence, chosen, usage, stages, votes, trace, stopped_because,"
+            " strategy, text FROM decisions d LEFT JOIN problems p ON p.run_id=d.run_id AND p.problem_id=d.problem_id"
+            " WHERE d.run_id=? ORDER BY p.idx, d.problem_id",
+            (run_id,),
+        )
+        return [
+            StoredDecision(
+                r[0], r[1], _bool(r[2]), r[3], r[4], Usage.from_dict(json.loads(r[5])),
+                {k: Usage.from_dict(v) for k, v in json.loads(r[6]).items()}, json.loads(r[7]),
+                json.loads(r[8]), r[9], r[10], r[11],
+            )
+            for r in rows
+        ]
+
+    def done_problems(self, run_id: int) -> set[str]:
+        return {r[0] for r in self.db.execute("SELECT problem_id FROM decisions WHERE run_id=?", (run_id,))}
+
+    # -- scores and events --------------------------------------------------------------------
+    def put_scores(self, run_id: int, problem_id: str, signal: str, scores: Mapping[int, float]) -> None:
+        with self._tx() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO scores(run_id, problem_id, idx, signal, value) VALUES (?,?,?,?,?)",
+                [(run_id, problem_id, int(i), signal, float(v)) for i, v in scores.items()],
+            )
+
+    def scores(self, run_id: int, signal: str | None = None) -> dict[tuple[str, int], dict[str, float]]:
+        q = "SELECT problem_id, idx, signal, value FROM scores WHERE run_id=?"
+        args: tuple[Any, ...] = (run_id,)
+        if signal is not None:
+            q += " AND signal=?"
+            args = (run_id, signal)
+        out: dict[tuple[str, int], dict[str, float]] = {}
+        for pid, idx, sig, val in self.db.execute(q, args):
+            out.setdefault((pid, int(idx)), {})[sig] = float("nan") if val is None else float(val)
+        return out
+
+    def add_event(self, run_id: int, kind: str, message: str, problem_id: str | None = None) -> None:
+        """Record something that went wrong (a failed problem, a retried call) so it is not lost."""
+        with self._tx() as db:
+            db.execute("INSERT INTO events(run_id, problem_id, kind, message, created) VALUES (?,?,?,?,?)",
+                       (run_id, problem_id, kind, message, time.time()))
+
+    def events(self, run_id: int) -> list[tuple[str | None, str, str]]:
+        rows = self.db.execute("SELECT problem_id, kind, message FROM events WHERE run_id=? ORDER BY rowid", (run_id,))
+        return [(r[0], r[1], r[2]) for r in rows]
