@@ -11,6 +11,14 @@ __all__ = ["Strategy", "BaseStrategy", "RunContext", "Verdict", "Vote", "vote", 
 strategies.add("greedy", "thinktwice.strategies.greedy:Greedy", "one sample at temperature 0")
 strategies.add("self-consistency", "thinktwice.strategies.self_consistency:SelfConsistency",
                "majority vote over N samples")
+strategies.add("weighted-vote", "thinktwice.strategies.weighted:WeightedVote",
+               "vote weighted by a signal (weighted-vote:SIGNAL)")
+strategies.add("best-of-n", "thinktwice.strategies.weighted:BestOfN", "highest-scoring sample (best-of-n:SIGNAL)")
+strategies.add("borda", "thinktwice.strategies.weighted:Borda", "Borda vote by self-certainty rank, p=0.5")
+strategies.add("adaptive-consistency", "thinktwice.strategies.adaptive:AdaptiveConsistency",
+               "sample until the Beta stopping rule reaches 0.95 (max 40)")
+strategies.add("esc", "thinktwice.strategies.adaptive:EarlyStoppingSC",
+               "early-stopping self-consistency: windows of 5 until one agrees (max 40)")
 
 
 def create_strategy(spec: str, /, **options: object) -> Strategy:
