@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from thinktwice.cli.common import (
@@ -115,7 +116,7 @@ def _print_result(result: Any, spec: dict[str, Any], run_id: int, show_rows: int
         rows.add_column(col, justify="right" if col in ("calls", "prompt tok", "gen tok") else "left")
     for r in result.rows[:show_rows]:
         ok = "error" if r.error else ("[green]yes" if r.correct else "[red]no")
-        rows.add_row(r.problem_id, str(r.answer), str(r.gold), ok, str(r.usage.calls), str(r.usage.prompt_tokens),
+        rows.add_row(escape(r.problem_id), escape(str(r.answer)), escape(str(r.gold)), ok, str(r.usage.calls), str(r.usage.prompt_tokens),
                      str(r.usage.completion_tokens), r.stopped_because)
     if len(result.rows) > show_rows:
         rows.caption = f"... {len(result.rows) - show_rows} more problems (thinktwice show {run_id})"

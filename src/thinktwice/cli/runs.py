@@ -9,6 +9,8 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from rich.markup import escape
+
 from thinktwice.cli.common import StoreOpt, default_store, out
 
 __all__ = ["register"]
@@ -72,10 +74,10 @@ def register(app: typer.Typer) -> None:
                                "stopped_because": d.stopped_because} for d in decisions],
             }, default=str))
             return
-        out.print(f"[bold]run {info.id}[/bold] ({info.kind}, {info.status}) task={info.task} "
-                  f"[{info.task_version}] strategy={info.strategy} backend={info.backend} model={info.model}")
-        out.print(f"thinktwice {info.version} git {info.git_sha or 'n/a'}; config: "
-                  + json.dumps(info.config, default=str))
+        out.print(escape(f"run {info.id} ({info.kind}, {info.status}) task={info.task} "
+                         f"[{info.task_version}] strategy={info.strategy} backend={info.backend} model={info.model}"))
+        out.print(escape(f"thinktwice {info.version} git {info.git_sha or 'n/a'}; config: "
+                         + json.dumps(info.config, default=str)))
         out.print(f"problems: {len(problems)}, decided: {len(decisions)}, samples stored: {sum(counts.values())}")
         if graded:
             out.print(f"accuracy: {k / len(graded):.3f}  95% CI [{lo:.3f}, {hi:.3f}]  (n={len(graded)})")
@@ -88,9 +90,9 @@ def register(app: typer.Typer) -> None:
         for d in decisions[:rows]:
             gold = problems[d.problem_id].gold if d.problem_id in problems else None
             conf = "-" if d.confidence is None else f"{d.confidence:.2f}"
-            table.add_row(d.problem_id, str(d.answer), str(gold), "[green]yes" if d.correct else "[red]no", conf,
+            table.add_row(escape(d.problem_id), escape(str(d.answer)), escape(str(gold)), "[green]yes" if d.correct else "[red]no", conf,
                           str(d.usage.calls), str(d.usage.completion_tokens), str(d.stopped_because))
         if decisions:
             out.print(table)
         for p, kd, m in events[:20]:
-            out.print(f"[yellow]{kd}[/yellow] {p or ''}: {m}")
+            out.print(f"[yellow]{escape(kd)}[/yellow] {escape(p or '')}: {escape(m)}")

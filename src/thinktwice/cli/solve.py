@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from thinktwice.cli.common import (
@@ -29,12 +30,12 @@ def _show(decision: Any, as_json: bool) -> None:
         votes = decision.votes.get(c.answer, "") if c.answer is not None else ""
         scores = ", ".join(f"{k}={v:.3f}" for k, v in c.scores.items())
         snippet = " ".join(c.sample.text.split())
-        table.add_row(mark, str(c.answer), str(votes), scores, str(c.sample.usage.completion_tokens),
-                      snippet[:160] + ("..." if len(snippet) > 160 else ""))
+        table.add_row(mark, escape(str(c.answer)), str(votes), scores, str(c.sample.usage.completion_tokens),
+                      escape(snippet[:160] + ("..." if len(snippet) > 160 else "")))
     out.print(table)
     u = decision.usage
     conf = "n/a" if decision.confidence is None else f"{decision.confidence:.3f}"
-    out.print(f"[bold]answer:[/bold] {decision.answer}   confidence: {conf}   "
+    out.print(f"[bold]answer:[/bold] {escape(str(decision.answer))}   confidence: {conf}   "
               f"stopped: {decision.stopped_because}")
     out.print(f"compute: {u.calls} calls, {u.prompt_tokens} prompt tokens "
               f"({u.cached_prompt_tokens} cached), {u.completion_tokens} generated tokens, {u.seconds:.2f} s"

@@ -1,0 +1,5 @@
+"""``python -m thinktwice.cli``."""
+
+from thinktwice.cli import main
+
+main()
