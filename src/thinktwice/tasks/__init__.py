@@ -8,3 +8,4 @@ from thinktwice.tasks.base import AnswerFormat, Query, Task
 __all__ = ["AnswerFormat", "Query", "Task", "tasks"]
 
 tasks.add("gsm8k", "thinktwice.tasks.gsm8k:Gsm8kTask", help="GSM8K grade-school math (numeric answers)")
+tasks.add("math", "thinktwice.tasks.math:MathTask", help="MATH-500 competition math (\\boxed answers, math-verify)")

@@ -14,7 +14,7 @@ from typing import Any
 
 from thinktwice.errors import DataError
 
-__all__ = ["ENV_VAR", "candidate_dirs", "find_file", "read_jsonl", "hub_rows", "load_rows"]
+__all__ = ["ENV_VAR", "candidate_dirs", "find_file", "hub_rows", "load_rows", "read_jsonl"]
 
 log = logging.getLogger(__name__)
 
@@ -84,12 +84,12 @@ def read_jsonl(path: str | os.PathLike[str], required: Sequence[str] = ()) -> li
 def hub_rows(dataset: str, config: str | None, split: str) -> Iterator[dict[str, Any]] | None:
     """Rows from the Hugging Face hub via ``datasets``, or None when it is not importable/offline."""
     try:
-        import datasets  # noqa: PLC0415 (optional, heavy)
+        import datasets
     except ImportError:
         return None
     try:
         ds = datasets.load_dataset(dataset, config, split=split)
-    except Exception as e:  # offline, unknown split, ...: fall through to the DataError
+    except Exception as e:  # noqa: BLE001 (offline, unknown split, ...: fall through to the DataError)
         log.info("could not load %s from the Hugging Face hub: %s", dataset, e)
         return None
     return iter(ds)

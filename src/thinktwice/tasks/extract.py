@@ -10,14 +10,14 @@ import re
 from fractions import Fraction
 
 __all__ = [
+    "NUMBER_RE",
     "boxed",
     "boxed_all",
-    "marked_answer",
-    "last_number",
-    "first_number",
-    "parse_number",
     "code_block",
-    "NUMBER_RE",
+    "first_number",
+    "last_number",
+    "marked_answer",
+    "parse_number",
 ]
 
 # A number as models write it: optional sign, thousands groups or plain digits, decimals,

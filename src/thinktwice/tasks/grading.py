@@ -20,14 +20,14 @@ from thinktwice.errors import ConfigError
 from thinktwice.tasks.extract import parse_number
 
 __all__ = [
+    "GRADERS",
+    "contains_equal",
+    "exact_equal",
+    "get_grader",
+    "math_equal",
+    "normalize_math",
     "number_canonical",
     "numeric_equal",
-    "normalize_math",
-    "math_equal",
-    "exact_equal",
-    "contains_equal",
-    "GRADERS",
-    "get_grader",
 ]
 
 log = logging.getLogger(__name__)
@@ -97,8 +97,9 @@ def normalize_math(answer: str) -> str:
     plain numbers go through :func:`number_canonical` (so "1,000" -> "1000" but "1,2" stays).
     """
     s = answer.strip()
-    s = s.replace("$", "").replace("\\left", "").replace("\\right", "")
-    s = re.sub(r"\\[,;:! ]|\\quad|\\qquad|~", "", s)
+    s = s.replace("\\$", "").replace("$", "").replace("\\left", "").replace("\\right", "")
+    s = re.sub(r"(?<!\\)\\[,;:! ]|\\q?quad|~", "", s)
+    s = s.replace("\\%", "").replace("%", "").replace("{,}", ",")
     s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("\\displaystyle", "")
     s = re.sub(r"\\frac\s*(\d)\s*(\d)", r"\\frac{\1}{\2}", s)
     s = re.sub(r"\\frac\s*\{([^{}]*)\}\s*(\d)", r"\\frac{\1}{\2}", s)
@@ -150,7 +151,7 @@ def _with_thread_timeout(fn: Callable[[], bool], timeout_s: float) -> bool:
     def target() -> None:
         try:
             box.append(fn())
-        except Exception as e:  # math-verify/sympy failures mean "not shown equal"
+        except Exception as e:  # noqa: BLE001 (math-verify/sympy failures mean "not shown equal")
             log.debug("math-verify failed: %s", e)
 
     t = threading.Thread(target=target, daemon=True, name="thinktwice-math-verify")
@@ -168,7 +169,7 @@ def _math_verify_equal(gold: str, pred: str) -> bool:
         # math-verify's own SIGALRM timeout works here and interrupts sympy.
         try:
             return _mv_compare(gold, pred, MATH_VERIFY_TIMEOUT_S)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 (any sympy failure means "not shown equal")
             log.debug("math-verify failed on %r vs %r: %s", gold, pred, e)
             return False
     # Off the main thread SIGALRM is unavailable: disable math-verify's timeout and bound the

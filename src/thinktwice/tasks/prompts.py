@@ -16,12 +16,12 @@ from thinktwice.errors import ConfigError
 from thinktwice.types import Message, Problem, Prompt
 
 __all__ = [
+    "CODE_TEMPLATE",
     "GSM8K_TEMPLATE",
     "MATH_TEMPLATE",
-    "CODE_TEMPLATE",
-    "select_shots",
     "chat_prompt",
     "gsm8k_solution",
+    "select_shots",
 ]
 
 GSM8K_TEMPLATE = (
