@@ -138,7 +138,9 @@ def register(app: typer.Typer) -> None:
         task: str = typer.Option("gsm8k", "--task", "-t", help="Task name (gsm8k, math, jsonl, arith, ...)."),
         limit: int | None = typer.Option(None, "--limit", "-l", help="Evaluate the first N problems."),
         split: str = typer.Option("test", "--split", help="Data split."),
-        strategy: str = typer.Option("greedy", "--strategy", help="Strategy spec, e.g. self-consistency."),
+        strategy: str | None = typer.Option(
+            None, "--strategy", help="Strategy spec, e.g. self-consistency (default: greedy, or self-consistency with -n)."
+        ),
         n: int | None = typer.Option(None, "-n", help="Samples per problem (strategies that sample)."),
         options: list[str] | None = StrategyOptionsOpt,
         task_options: list[str] | None = typer.Option(None, "--task-option", "-T", help="Task option key=value."),
@@ -174,7 +176,7 @@ def register(app: typer.Typer) -> None:
                 strategy_options["n"] = n
             spec = {
                 "task": task, "task_options": parse_kv(task_options), "split": split, "limit": limit,
-                "strategy": strategy, "strategy_options": strategy_options, "backend": backend,
+                "strategy": strategy or ("self-consistency" if n is not None else "greedy"), "strategy_options": strategy_options, "backend": backend,
                 "backend_options": parse_kv(backend_options), "base_url": base_url, "model": model,
                 "concurrency": concurrency, "seed": seed, "budget_tokens": budget_tokens,
                 "budget_calls": budget_calls,

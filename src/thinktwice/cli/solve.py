@@ -46,7 +46,9 @@ def register(app: typer.Typer) -> None:
     @app.command("solve")
     def solve(
         question: str = typer.Argument(..., help="The question to answer."),
-        strategy: str = typer.Option("greedy", "--strategy", help="Strategy spec (greedy, self-consistency, ...)."),
+        strategy: str | None = typer.Option(
+            None, "--strategy", help="Strategy spec (default: greedy, or self-consistency with -n)."
+        ),
         n: int | None = typer.Option(None, "-n", help="Samples (strategies that sample)."),
         options: list[str] | None = StrategyOptionsOpt,
         task: str = typer.Option("gsm8k", "--task", "-t", help="Task whose prompt and answer format to use."),
@@ -70,7 +72,7 @@ def register(app: typer.Typer) -> None:
         sopts = parse_kv(options)
         if n is not None:
             sopts["n"] = n
-        strat = create_strategy(strategy, **sopts)
+        strat = create_strategy(strategy or ("self-consistency" if n is not None else "greedy"), **sopts)
         t = tasks.create(task)
         key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
         lm = backend_from_options(backend, base_url=base_url, api_key=key, model=model, **parse_kv(backend_options))
