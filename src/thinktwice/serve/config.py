@@ -1,0 +1,60 @@
+"""ServeConfig: the proxy's settings (upstreams, default strategy, keys, limits), validated once."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from thinktwice.errors import ConfigError
+
+__all__ = ["ServeConfig", "PASSTHROUGH"]
+
+PASSTHROUGH = "passthrough"
+"""The strategy name that forwards a request to the upstream untouched."""
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Settings of one proxy instance.
+
+    ``upstreams`` are OpenAI-compatible base URLs ending in ``/v1``; when empty, the embedded
+    default backend answers (and ``passthrough`` becomes a single plain sample). ``strategy`` and
+    ``strategy_options`` are the defaults for requests that name no strategy. ``api_keys`` are the
+    keys clients must present (none: no authentication). ``upstream_api_key`` is what the proxy
+    sends upstream. Limits: ``max_n`` choices per request, ``max_tokens`` per generated sample
+    (also the default when a request sets none), ``budget_tokens`` generated tokens per decision,
+    ``max_body_bytes`` per request body, ``timeout_s`` per upstream call and
+    ``request_timeout_s`` per request.
+    """
+
+    upstreams: tuple[str, ...] = ()
+    upstream_api_key: str | None = None
+    model: str | None = None
+    strategy: str = "adaptive-consistency"
+    strategy_options: Mapping[str, Any] = field(default_factory=dict)
+    api_keys: tuple[str, ...] = ()
+    max_n: int = 8
+    max_tokens: int = 4096
+    budget_tokens: int = 65536
+    max_body_bytes: int = 4 * 1024 * 1024
+    timeout_s: float = 120.0
+    request_timeout_s: float = 600.0
+    max_concurrency: int = 256
+
+    def __post_init__(self) -> None:
+        if isinstance(self.upstreams, str):
+            object.__setattr__(self, "upstreams", (self.upstreams,))
+        object.__setattr__(self, "upstreams", tuple(u.rstrip("/") for u in self.upstreams))
+        object.__setattr__(self, "api_keys", tuple(k for k in self.api_keys if k))
+        for name in ("max_n", "max_tokens", "budget_tokens", "max_body_bytes", "max_concurrency"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {v!r}")
+        if not (self.timeout_s > 0 and self.request_timeout_s > 0):
+            raise ConfigError("timeout_s and request_timeout_s must be > 0")
+        for u in self.upstreams:
+            if not u.startswith(("http://", "https://")):
+                raise ConfigError(f"upstream {u!r} is not an http(s) URL")
+        if not self.strategy:
+            raise ConfigError("strategy must be a strategy name")
