@@ -19,6 +19,19 @@ strategies.add("adaptive-consistency", "thinktwice.strategies.adaptive:AdaptiveC
                "sample until the Beta stopping rule reaches 0.95 (max 40)")
 strategies.add("esc", "thinktwice.strategies.adaptive:EarlyStoppingSC",
                "early-stopping self-consistency: windows of 5 until one agrees (max 40)")
+strategies.add("deepconf-online", "thinktwice.strategies.deepconf:DeepConfOnline",
+               "warm-up sets a confidence threshold; later traces are cut mid-generation below it")
+strategies.add("deepconf-offline", "thinktwice.strategies.deepconf:DeepConfOffline",
+               "confidence-weighted vote over the top-eta traces")
+strategies.add("confidence-gate", "thinktwice.strategies.gate:ConfidenceGate",
+               "one sample if a signal is confident, else sample more and vote")
+strategies.add("rpc", "thinktwice.strategies.rpc:RPC", "reasoning pruning + perplexity consistency")
+strategies.add("usc", "thinktwice.strategies.aggregate:UniversalSelfConsistency",
+               "the model picks the most consistent response")
+strategies.add("self-agreement", "thinktwice.strategies.aggregate:SelfAgreement",
+               "the model states the answer most responses agree on")
+strategies.add("gsa", "thinktwice.strategies.aggregate:GenerativeSelfAggregation",
+               "the model writes a new answer from the samples")
 
 
 def create_strategy(spec: str, /, **options: object) -> Strategy:

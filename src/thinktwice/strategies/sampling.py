@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from thinktwice.strategies.base import RunContext
-from thinktwice.types import Candidate, SamplingParams
+from thinktwice.types import Candidate, Message, Prompt, SamplingParams
 
-__all__ = ["sampling_params", "draw"]
+__all__ = ["sampling_params", "draw", "follow_up"]
 
 
 def sampling_params(
@@ -27,3 +27,17 @@ async def draw(ctx: RunContext, n: int, params: SamplingParams, batch: int = 16)
         return [], False
     size = batch if ctx.meter.capabilities.native_n else 1
     return await ctx.sample_batches(n, params, batch=size)
+
+
+def follow_up(prompt: Prompt, *turns: Message) -> Prompt:
+    """``prompt`` continued by ``turns`` (multi-turn refinement and aggregation).
+
+    Chat prompts get the messages appended; a raw completion prompt gets them appended as text
+    (``"Role: content"`` blocks), since raw prompts bypass the chat template.
+    """
+    if prompt.raw is None:
+        return prompt.extend(*turns)
+    text = prompt.raw + prompt.assistant_prefix
+    for m in turns:
+        text += f"\n\n{m.role.capitalize()}: {m.content}"
+    return Prompt(raw=text + "\n\nAssistant:")

@@ -1,0 +1,98 @@
+"""DeepConf online cuts low-confidence traces mid-way; gate, RPC and offline DeepConf select as computed."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from thinktwice.errors import CapabilityError, ConfigError
+from thinktwice.lm.scripted import Reply, ScriptedBackend
+from thinktwice.strategies import create_strategy
+from thinktwice.strategies.rpc import fit_weibull_mixture, prune_paths
+from thinktwice.types import Budget, Capabilities
+
+
+async def test_deepconf_online_cuts_a_trace_and_bills_tokens_before_the_cut(make_query):
+    good_a = Reply("x y #### A", confidence=0.9)   # 4 tokens
+    good_b = Reply("x y #### B", confidence=0.9)
+    low = Reply("a b c d e f #### A", confidence=[0.9, 0.9, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2])
+    replies = [good_a, good_a, good_b, good_b] + [low, good_a, good_a, good_a]
+    b = ScriptedBackend(replies)
+    s = create_strategy("deepconf-online", warm_up=4, window=2, batch=4, max_samples=8)
+    d = await s.run(make_query(), b)
+    assert [n for _, _, n in b.calls] == [4, 4]
+    cut = d.candidates[4]
+    assert cut.sample.finish_reason == "monitor"
+    assert cut.sample.usage.completion_tokens == 3  # window (.9, .2) falls below at the 3rd token
+    assert cut.sample.text == "a b c"
+    assert d.usage.completion_tokens == 4 * 4 + 3 + 3 * 4
+    assert d.answer == "A" and d.votes["A"] > d.votes["B"]
+    assert d.stopped_because == "max-samples"
+    # the cut trace casts no vote: A has 2 warm-up + 3 later traces of equal weight
+    assert d.votes["A"] == pytest.approx(5 / 2 * d.votes["B"])
+
+
+async def test_deepconf_online_stops_on_consensus_after_warm_up(make_query):
+    b = ScriptedBackend([Reply("x y #### A", confidence=0.9)] * 4)
+    d = await create_strategy("deepconf-online", warm_up=4, window=2).run(make_query(), b)
+    assert d.stopped_because == "converged" and len(d.candidates) == 4 and len(b.calls) == 1
+
+
+async def test_deepconf_online_needs_monitor(make_query):
+    b = ScriptedBackend(["x #### A"], capabilities=Capabilities(logprobs=True, top_logprobs=5, native_n=True))
+    with pytest.raises(CapabilityError):
+        await create_strategy("deepconf-online").run(make_query(), b)
+
+
+async def test_deepconf_offline_filters_the_least_confident(make_query):
+    replies = [Reply("x y #### B", confidence=0.3)] * 3 + [Reply("x y #### A", confidence=0.95)] * 2
+    d = await create_strategy("deepconf-offline", n=5, eta=0.4, window=2).run(make_query(), ScriptedBackend(replies))
+    assert d.answer == "A" and set(d.votes) == {"A", "B"} and d.votes["B"] == 0.0
+    with pytest.raises(ConfigError):
+        create_strategy("deepconf-offline", score="median")
+
+
+async def test_gate_answers_confident_sample_alone(make_query):
+    b = ScriptedBackend([Reply("x #### A", confidence=0.95)] + ["x #### B"] * 7)
+    d = await create_strategy("confidence-gate", threshold=0.9).run(make_query(), b)
+    assert d.stopped_because == "confident" and d.answer == "A" and d.usage.calls == 1
+    assert d.confidence == pytest.approx(0.95)
+
+
+async def test_gate_samples_more_when_unsure(make_query):
+    b = ScriptedBackend([Reply("x #### A", confidence=0.5)] + ["x #### B"] * 7)
+    d = await create_strategy("confidence-gate", threshold=0.9).run(make_query(), b)
+    assert d.stopped_because == "done" and d.answer == "B" and len(d.candidates) == 8
+    assert [n for _, _, n in b.calls] == [1, 7]
+    with pytest.raises(ConfigError):
+        create_strategy("confidence-gate:self-certainty")  # not a probability: needs a threshold
+    d = await create_strategy("confidence-gate", threshold=0.9).run(
+        make_query(), ScriptedBackend([Reply("x #### A", confidence=0.5)] + ["x #### B"] * 7), Budget(max_calls=1))
+    assert d.stopped_because == "budget" and d.answer == "A"
+
+
+def test_weibull_mixture_separates_two_clusters():
+    rng = np.random.default_rng(0)
+    p = np.concatenate([rng.uniform(0.05, 0.15, 10), rng.uniform(0.8, 0.9, 10)])
+    m = fit_weibull_mixture(p)
+    assert 0.2 <= m.w <= 0.8
+    lo, hi = sorted(m.means())
+    assert lo < 0.3 and hi > 0.7
+    keep = prune_paths(p)
+    assert keep[10:].all() and not keep[:10].any()
+    assert prune_paths(np.array([0.5, 0.5, 0.5])).all()
+
+
+async def test_rpc_prunes_low_probability_paths_and_dedupes(make_query):
+    # 4 low-probability paths say B; 3 high ones say A (two share a text: counted once)
+    replies = ([Reply(f"w{i} #### B", confidence=0.1) for i in range(4)]
+               + [Reply("same #### A", confidence=0.9)] * 2 + [Reply("other #### A", confidence=0.85)])
+    d = await create_strategy("rpc", n=7).run(make_query(), ScriptedBackend(replies))
+    assert d.answer == "A"
+    assert d.votes["B"] == 0.0
+    pa = math.exp((math.log(0.9) * 3) / 3)
+    pb = math.exp(math.log(0.85))
+    assert d.votes["A"] == pytest.approx(pa + pb)
+    assert d.confidence == pytest.approx(1.0)
