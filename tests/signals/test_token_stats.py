@@ -64,7 +64,7 @@ def test_token_confidence_uses_available_width() -> None:
     s = tok(-0.1, (-0.1, -2.0, -3.0))
     assert token_confidence(s, k=20) == pytest.approx((0.1 + 2.0 + 3.0) / 3)
     assert token_confidence(s, k=2) == pytest.approx((0.1 + 2.0) / 2)
-    assert token_confidence(tok(-0.7)) == pytest.approx(0.7)  # no alternatives: chosen token
+    assert math.isnan(token_confidence(tok(-0.7)))  # no alternatives
     assert token_confidence(tok(-0.1, (-0.1, -math.inf))) == pytest.approx(0.1)
     with pytest.raises(ConfigError):
         token_confidence(s, k=0)
@@ -74,7 +74,7 @@ def test_vectorised_confidences_match_scalar_with_ragged_widths() -> None:
     toks = [tok(-0.1, (-0.1, -2.0, -3.0)), tok(-0.5), tok(-0.2, (-0.2, -1.0))]
     got = token_confidences(toks)
     want = [token_confidence(t) for t in toks]
-    assert np.allclose(got, want)
+    assert np.allclose(got, want, equal_nan=True) and np.isnan(got[1])
 
 
 def test_group_confidences_sliding_window() -> None:

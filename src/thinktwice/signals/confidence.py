@@ -120,6 +120,11 @@ class TokenSignal:
         """Raise CapabilityError when ``arrays`` lacks what :meth:`value` reads."""
         if self.need == "full_vocab" and arrays.n and (arrays.entropy is None or arrays.self_certainty is None):
             raise _missing(self.name, self.need, candidate)
+        if self.need == "top_logprobs" and arrays.n and arrays.top.shape[1] < 2:
+            raise CapabilityError(
+                f"signal {self.name!r} needs top-k logprobs with k >= 2 per token; the samples carry "
+                f"{arrays.top.shape[1]} (sample with top_logprobs >= 2, DeepConf uses 20)"
+            )
 
     def score_arrays(self, arrays: Sequence[TokenArrays], candidates: Sequence[Candidate]) -> list[float]:
         for a, c in zip(arrays, candidates):

@@ -149,13 +149,12 @@ def token_confidence(stat: TokenStat, k: int = DEEPCONF_K) -> float:
 
     ``k' = min(k, available width)``: backends return at most their ``top_logprobs`` alternatives,
     so the mean runs over what is there (DeepConf uses k = 20; a top-5 backend gives a top-5 mean,
-    which is larger for the same distribution). -inf entries are dropped. With no alternatives at
-    all, the chosen token's logprob stands in (width 1).
+    which is larger for the same distribution). -inf entries are dropped. NaN when the token has
+    no alternatives. Width 1 is degenerate: ``-log p(top-1)`` grows as the model gets *less* sure,
+    so callers should require at least 2 (the DeepConf signals do).
     """
     _check_k(k)
     lps = [lp for _, lp in stat.top[:k] if math.isfinite(lp)]
-    if not lps:
-        lps = [stat.logprob] if math.isfinite(stat.logprob) else []
     return -sum(lps) / len(lps) if lps else math.nan
 
 
@@ -168,7 +167,7 @@ def token_confidences(tokens: Sequence[TokenStat] | TokenArrays, k: int = DEEPCO
     counts = valid.sum(axis=1)
     sums = np.where(valid, top, 0.0).sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        conf = np.where(counts > 0, -sums / np.maximum(counts, 1), -a.logprob)
+        conf = np.where(counts > 0, -sums / np.maximum(counts, 1), np.nan)
     return conf.astype(np.float64, copy=False)
 
 

@@ -97,13 +97,13 @@ def parse_confidence(text: str) -> float:
     t = _words_to_numbers(text)
     value: float | None = None
     for m in reversed(list(_KEYWORD.finditer(t))):  # the last statement of confidence counts
-        value = _first(t[m.end(): m.end() + 40])
-        if value is not None:
-            break
         before = t[max(0, m.start() - 24): m.start()]  # "I am 90% sure"
         pm = list(_PCT.finditer(before))
         if pm:
             value = float(pm[-1].group(1))
+            break
+        value = _first(t[m.end(): m.end() + 40])
+        if value is not None:
             break
     if value is None:
         pcts = list(_PCT.finditer(t)) or []
