@@ -152,7 +152,7 @@ class FakeOpenAIServer:
     @property
     def url(self) -> str:
         """The base URL clients use, ending in ``/v1``."""
-        if self._server is None:
+        if not self.port:
             raise ConfigError("FakeOpenAIServer is not started")
         return f"http://{self.host}:{self.port}/v1"
 
@@ -398,8 +398,8 @@ class FakeOpenAIServer:
         rid = f"{'chatcmpl' if chat else 'cmpl'}-{req_no}"
         if body.get("stream"):
             want_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            await self._stream(writer, rid, chat, choices, usage if (want_usage and self.include_usage) else None)
             st.completed += 1
+            await self._stream(writer, rid, chat, choices, usage if (want_usage and self.include_usage) else None)
             return True
         delay = self.latency_s + self.per_token_latency_s * longest
         if delay > 0:
@@ -410,10 +410,10 @@ class FakeOpenAIServer:
         }
         if self.include_usage:
             out["usage"] = usage
-        await self._send(writer, 200, out)
-        st.completed += 1
+        st.completed += 1  # counted before sending, so a client never sees an answer the stats miss
         if self.record:
             self.log.append(("/v1/chat/completions" if chat else "/v1/completions", body, out))
+        await self._send(writer, 200, out)
         return True
 
     async def _stream(self, writer: asyncio.StreamWriter, rid: str, chat: bool,

@@ -1,0 +1,140 @@
+"""A pool of interchangeable server URLs: least-in-flight choice and health cool-downs.
+
+An endpoint that fails to connect ``failure_threshold`` times in a row leaves the rotation for a
+cool-down (``cooldown_s``, doubling with each further failure, capped at ``cooldown_max_s``). When
+the cool-down ends a single probe request is let through: success restores the endpoint, failure
+sends it back for a longer cool-down. Only connection failures count: any HTTP answer, even a 500,
+shows the server is reachable. An endpoint refused at first contact leaves the rotation at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from thinktwice.errors import ConfigError
+
+__all__ = ["Endpoint", "EndpointPool"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class Endpoint:
+    """One base URL and its live state."""
+
+    url: str
+    in_flight: int = 0
+    requests: int = 0
+    failures: int = 0
+    consecutive_failures: int = 0
+    down_until: float = 0.0
+    ever_ok: bool = False
+    probing: bool = False
+    times_down: int = 0
+    semaphore: asyncio.Semaphore | None = field(default=None, repr=False)
+
+    def to_dict(self, now: float) -> dict[str, object]:
+        return {"requests": self.requests, "failures": self.failures, "in_flight": self.in_flight,
+                "down": self.down_until > now, "times_down": self.times_down}
+
+
+class EndpointPool:
+    """Chooses which endpoint serves the next request; ``record_*`` report how it went."""
+
+    def __init__(
+        self,
+        urls: Sequence[str],
+        *,
+        failure_threshold: int = 3,
+        cooldown_s: float = 1.0,
+        cooldown_max_s: float = 30.0,
+        max_concurrency: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not urls:
+            raise ConfigError("at least one base URL is needed")
+        if failure_threshold < 1 or cooldown_s < 0 or cooldown_max_s < cooldown_s:
+            raise ConfigError("need failure_threshold >= 1 and 0 <= cooldown_s <= cooldown_max_s")
+        if max_concurrency is not None and max_concurrency < 1:
+            raise ConfigError(f"per-endpoint max_concurrency must be >= 1, got {max_concurrency}")
+        self.endpoints = [Endpoint(u) for u in urls]
+        self.failure_threshold, self.cooldown_s, self.cooldown_max_s = failure_threshold, cooldown_s, cooldown_max_s
+        self.max_concurrency = max_concurrency
+        self._clock = clock
+        self._rr = 0
+        self.reset_semaphores()
+
+    def reset_semaphores(self) -> None:
+        """New per-endpoint semaphores (asyncio primitives belong to one event loop)."""
+        for ep in self.endpoints:
+            ep.semaphore = asyncio.Semaphore(self.max_concurrency) if self.max_concurrency else None
+
+    def _available(self, ep: Endpoint, now: float) -> bool:
+        if ep.consecutive_failures < self.failure_threshold:
+            return True
+        return now >= ep.down_until and not ep.probing  # half-open: one probe at a time
+
+    def pick(self) -> Endpoint | None:
+        """The available endpoint with the fewest requests in flight (ties: round-robin), or None."""
+        eps = self.endpoints
+        if len(eps) == 1:
+            ep = eps[0]
+            chosen: Endpoint | None = ep if self._available(ep, self._clock()) else None
+        else:
+            now, chosen, k = self._clock(), None, len(eps)
+            for j in range(k):
+                ep = eps[(self._rr + j) % k]
+                if self._available(ep, now) and (chosen is None or ep.in_flight < chosen.in_flight):
+                    chosen = ep
+            self._rr = (self._rr + 1) % k
+        if chosen is not None and chosen.consecutive_failures >= self.failure_threshold:
+            chosen.probing = True
+        return chosen
+
+    def wait_s(self) -> float:
+        """Seconds until some endpoint may be tried again (0 if one is available now)."""
+        now = self._clock()
+        waits = [0.0 if self._available(ep, now) else max(ep.down_until - now, 0.0) for ep in self.endpoints]
+        return min(waits)
+
+    def record_ok(self, ep: Endpoint) -> None:
+        """The endpoint answered (any HTTP status)."""
+        if ep.consecutive_failures >= self.failure_threshold:
+            logger.warning("endpoint %s is back", ep.url)
+        ep.consecutive_failures, ep.ever_ok, ep.probing, ep.down_until = 0, True, False, 0.0
+
+    def record_other_failure(self, ep: Endpoint) -> None:
+        """The request failed after connecting (timeout, dropped connection): health is unchanged."""
+        ep.failures += 1
+        ep.probing = False
+
+    def record_connect_failure(self, ep: Endpoint) -> None:
+        """The endpoint could not be reached."""
+        ep.failures += 1
+        ep.probing = False
+        ep.consecutive_failures += 1
+        if not ep.ever_ok:  # never reached: no reason to expect it to come back soon
+            ep.consecutive_failures = max(ep.consecutive_failures, self.failure_threshold)
+        extra = ep.consecutive_failures - self.failure_threshold
+        if extra >= 0:
+            cool = min(self.cooldown_max_s, self.cooldown_s * 2.0 ** min(extra, 30))
+            ep.down_until = self._clock() + cool
+            ep.times_down += 1
+            if ep.ever_ok:
+                logger.warning("endpoint %s unreachable %d times in a row; out of rotation for %.1f s",
+                               ep.url, ep.consecutive_failures, cool)
+            else:
+                logger.warning("endpoint %s refused the first contact; out of rotation for %.1f s", ep.url, cool)
+
+    def all_refused(self) -> bool:
+        """True when no endpoint has ever answered and every one is out of rotation."""
+        now = self._clock()
+        return all(not ep.ever_ok and ep.down_until > now for ep in self.endpoints)
+
+    def to_dict(self) -> dict[str, dict[str, object]]:
+        now = self._clock()
+        return {ep.url: ep.to_dict(now) for ep in self.endpoints}

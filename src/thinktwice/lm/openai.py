@@ -1,0 +1,443 @@
+"""OpenAIBackend: any OpenAI-compatible HTTP server (OpenAI, vLLM, SGLang, llama.cpp server) as a Backend.
+
+One ``httpx.AsyncClient`` per backend, a semaphore for ``max_concurrency``, retries with jittered
+exponential backoff (:mod:`thinktwice.lm.retry`) and several base URLs with health cool-downs
+(:mod:`thinktwice.lm.endpoints`). What each TokenStat field means for this backend is in
+docs/backends.md: chosen-token logprobs and top-k alternatives are exact; entropy and
+self-certainty are left empty unless ``approx_stats=True`` (then flagged ``approx``).
+
+>>> from thinktwice.testing import FakeOpenAIServer
+>>> import asyncio
+>>> from thinktwice.types import Prompt, SamplingParams
+>>> async def main(url):
+...     async with OpenAIBackend(url) as lm:
+...         return await lm.sample(Prompt.user("6*7?"), SamplingParams(seed=0), n=2)
+>>> with FakeOpenAIServer(answers={"42": 1.0}) as srv:
+...     [s.text[-3:] for s in asyncio.run(main(srv.url))]
+['42.', '42.']
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import random
+import re
+import time
+from collections.abc import Awaitable, Mapping, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from thinktwice.errors import (
+    AuthenticationError,
+    BackendError,
+    BackendUnavailable,
+    ConfigError,
+    ContextLengthExceeded,
+    RateLimited,
+)
+from thinktwice.lm.base import TokenMonitor, estimate_tokens
+from thinktwice.lm.endpoints import Endpoint, EndpointPool
+from thinktwice.lm.retry import RetryPolicy, parse_retry_after
+from thinktwice.types import Capabilities, Prompt, Sample, SamplingParams, TokenStat, Usage
+
+__all__ = ["OpenAIBackend"]
+
+logger = logging.getLogger(__name__)
+
+_CONTEXT_RE = re.compile(r"context.?length|maximum context|too many tokens|prompt is too long|"
+                         r"exceeds? the (?:model'?s? )?(?:max|context)", re.IGNORECASE)
+_MAX_TOP = 20  # the OpenAI API's limit on top_logprobs
+
+
+class OpenAIBackend:
+    """Samples from OpenAI-compatible ``/v1/chat/completions`` or ``/v1/completions``.
+
+    Args:
+        base_urls: one URL or several (requests go to the healthy one with the fewest in flight;
+            ``Sample.endpoint`` says which served). A URL without a path gets ``/v1`` appended.
+        endpoint: "chat" or "completions". Raw prompts (``Prompt.raw``) always use completions.
+        max_concurrency: requests in flight per backend; ``endpoint_max_concurrency`` per URL.
+        timeout_s: per-request timeout. ``max_retries``/``backoff_*``: see :class:`RetryPolicy`.
+        seed: seeds the retry jitter (server sampling seeds come from ``SamplingParams.seed``).
+        top_logprobs: alternatives asked for when ``params.logprobs`` and ``params.top_logprobs == 0``.
+        supports_n: send ``n`` in one request; a server returning fewer choices is detected and
+            the rest is requested separately.
+        extra_body: merged into every request body (e.g. vLLM's ``repetition_penalty``).
+        approx_stats: fill entropy / self-certainty from the renormalised top-k (``approx=True``).
+        path: what ``create("openai:URL")`` passes; used as the base URL.
+    """
+
+    name = "openai"
+
+    def __init__(
+        self,
+        base_urls: Sequence[str] | str | None = None,
+        *,
+        api_key: str | None = None,
+        model: str = "default",
+        endpoint: str = "chat",
+        max_concurrency: int = 16,
+        endpoint_max_concurrency: int | None = None,
+        timeout_s: float = 60.0,
+        max_retries: int = 5,
+        backoff_base_s: float = 0.25,
+        backoff_max_s: float = 8.0,
+        retry_after_max_s: float = 60.0,
+        seed: int = 0,
+        top_logprobs: int = 5,
+        supports_n: bool = True,
+        extra_body: Mapping[str, Any] | None = None,
+        approx_stats: bool = False,
+        failure_threshold: int = 3,
+        cooldown_s: float = 1.0,
+        cooldown_max_s: float = 30.0,
+        path: str | None = None,
+    ) -> None:
+        urls = [base_urls] if isinstance(base_urls, str) else list(base_urls or ())
+        if path:
+            urls.append(path)
+        if not urls:
+            raise ConfigError("openai backend needs a base URL, e.g. base_urls='http://127.0.0.1:8000/v1'")
+        if endpoint not in ("chat", "completions"):
+            raise ConfigError(f"endpoint must be 'chat' or 'completions', got {endpoint!r}")
+        if max_concurrency < 1 or timeout_s <= 0 or not 0 <= top_logprobs <= _MAX_TOP:
+            raise ConfigError(f"need max_concurrency >= 1, timeout_s > 0 and 0 <= top_logprobs <= {_MAX_TOP}")
+        self.base_urls = [_normalise_url(u) for u in urls]
+        self.api_key, self.model, self.endpoint = api_key, model, endpoint
+        self.max_concurrency, self.timeout_s = max_concurrency, timeout_s
+        self.retry = RetryPolicy(max_retries, backoff_base_s, backoff_max_s, retry_after_max_s)
+        self.top_logprobs, self.supports_n, self.approx_stats = top_logprobs, supports_n, approx_stats
+        self.extra_body = dict(extra_body or {})
+        self.capabilities = Capabilities(logprobs=True, top_logprobs=_MAX_TOP, full_vocab=False,
+                                         native_n=supports_n, continuation=True, monitor=False)
+        self._pool = EndpointPool(self.base_urls, failure_threshold=failure_threshold, cooldown_s=cooldown_s,
+                                  cooldown_max_s=cooldown_max_s, max_concurrency=endpoint_max_concurrency)
+        self._rng = random.Random(seed)
+        self._n_cap: int | None = None  # most choices the server returned for one request, once it fell short
+        self._client: httpx.AsyncClient | None = None
+        self._sem: asyncio.Semaphore | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._counts = {"requests": 0, "calls": 0, "samples": 0, "failures": 0, "n_fallbacks": 0}
+        self._retries: dict[str, int] = {}
+        self._backoff_s = 0.0
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def _ensure(self) -> tuple[httpx.AsyncClient, asyncio.Semaphore]:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop or self._client is None or self._sem is None:
+            # asyncio primitives and pooled connections belong to one loop: a new loop gets new ones.
+            headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+            limit = self.max_concurrency + 4
+            self._client = httpx.AsyncClient(
+                headers=headers,
+                timeout=httpx.Timeout(self.timeout_s, connect=min(self.timeout_s, 10.0), pool=None),
+                limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
+            )
+            self._sem = asyncio.Semaphore(self.max_concurrency)
+            self._pool.reset_semaphores()
+            self._loop = loop
+        return self._client, self._sem
+
+    async def aclose(self) -> None:
+        client, loop = self._client, self._loop
+        self._client, self._loop, self._sem = None, None, None
+        # Pooled connections of another (finished) loop cannot be closed from this one: drop them.
+        if client is not None and loop is asyncio.get_running_loop():
+            await client.aclose()
+
+    async def __aenter__(self) -> OpenAIBackend:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """Counters for run records: HTTP requests, successful calls, samples, failures (errors
+        raised), retries by cause, total backoff seconds, n fallbacks and per-endpoint state."""
+        return {**self._counts, "retries": dict(self._retries), "backoff_seconds": self._backoff_s,
+                "endpoints": self._pool.to_dict()}
+
+    def count_tokens(self, prompt: Prompt) -> int:
+        """An estimate (the server's tokenizer is not available here)."""
+        return estimate_tokens(prompt.text())
+
+    # -- sampling -------------------------------------------------------------------------------
+    async def sample(
+        self, prompt: Prompt, params: SamplingParams, n: int = 1, *, monitor: TokenMonitor | None = None
+    ) -> list[Sample]:
+        """``n`` samples; ``monitor`` is ignored (``capabilities.monitor`` is False)."""
+        if n < 1:
+            return []
+        chat = self.endpoint == "chat" and prompt.raw is None
+        path, body = self._body(prompt, params, chat)
+        cap = (self._n_cap or n) if self.supports_n else 1
+        pending = [(off, min(cap, n - off)) for off in range(0, n, cap)]
+        results: dict[int, list[Sample]] = {}
+        while pending:
+            got = await _gather([self._call(path, body, prompt, params, chat, off, k) for off, k in pending])
+            more = []
+            for (off, k), samples in zip(pending, got):
+                results[off] = samples
+                if len(samples) < k:
+                    more.extend(self._short(off, k, len(samples)))
+            pending = more
+        out = [s for off in sorted(results) for s in results[off]]
+        self._counts["samples"] += len(out)
+        return out
+
+    def _short(self, off: int, asked: int, got: int) -> list[tuple[int, int]]:
+        """The server returned ``got < asked`` choices: remember its limit and plan the rest."""
+        self._counts["n_fallbacks"] += 1
+        if self._n_cap is None:
+            logger.warning("%s returned %d of %d requested choices (n not honoured); requesting the rest "
+                           "in separate requests", self.base_urls[0], got, asked)
+        self._n_cap = min(self._n_cap or got, got)
+        start, left = off + got, asked - got
+        return [(start + j, min(self._n_cap, left - j)) for j in range(0, left, self._n_cap)]
+
+    def _body(self, prompt: Prompt, params: SamplingParams, chat: bool) -> tuple[str, dict[str, Any]]:
+        body: dict[str, Any] = {"model": self.model, "max_tokens": params.max_tokens,
+                                "temperature": params.temperature, "top_p": params.top_p}
+        if chat:
+            if not prompt.messages:
+                raise ConfigError("the prompt has no messages and no raw text")
+            msgs = [{"role": m.role, "content": m.content} for m in prompt.messages]
+            if prompt.assistant_prefix:  # vLLM/SGLang convention for continuing an assistant turn
+                msgs.append({"role": "assistant", "content": prompt.assistant_prefix})
+                body["continue_final_message"], body["add_generation_prompt"] = True, False
+            body["messages"] = msgs
+        elif prompt.raw is not None:
+            body["prompt"] = prompt.raw + prompt.assistant_prefix
+        else:
+            body["prompt"] = prompt.text() if prompt.assistant_prefix else prompt.text() + "\nassistant: "
+        if params.stop:
+            body["stop"] = list(params.stop)
+        if params.top_k > 0:
+            body["top_k"] = params.top_k
+        if params.min_p > 0:
+            body["min_p"] = params.min_p
+        if params.logprobs:
+            k = min(params.top_logprobs or self.top_logprobs, _MAX_TOP)
+            if chat:
+                body["logprobs"], body["top_logprobs"] = True, k
+            else:
+                body["logprobs"] = k
+        body.update(self.extra_body)
+        return ("/chat/completions" if chat else "/completions"), body
+
+    async def _call(self, path: str, body: dict[str, Any], prompt: Prompt, params: SamplingParams,
+                    chat: bool, offset: int, n: int) -> list[Sample]:
+        """One HTTP call asking for ``n`` choices; returns what the server gave (maybe fewer)."""
+        req = dict(body)
+        if n > 1:
+            req["n"] = n
+        if params.seed is not None:
+            req["seed"] = params.seed + offset
+        data, ep, seconds = await self._post(path, req)
+        choices = data["choices"]
+        if len(choices) > 1:
+            choices = sorted(choices, key=lambda c: c.get("index", 0) if isinstance(c, dict) else 0)
+        choices = choices[:n]
+        texts, stats, finishes = [], [], []
+        for ch in choices:
+            if not isinstance(ch, dict):
+                raise BackendError(f"{ep.url} returned a malformed choice", backend=self.name, model=self.model)
+            if chat:
+                texts.append((ch.get("message") or {}).get("content") or "")
+            else:
+                texts.append(ch.get("text") or "")
+            finishes.append(ch.get("finish_reason") or "stop")
+            stats.append(self._token_stats(ch.get("logprobs"), chat) if params.logprobs else None)
+        prompt_tokens, cached, completion, estimated = self._usage(data.get("usage"), prompt, texts, stats)
+        model = data.get("model") or self.model
+        self._counts["calls"] += 1
+        out = []
+        for i, text in enumerate(texts):
+            first = i == 0
+            usage = Usage(calls=int(first), prompt_tokens=prompt_tokens if first else 0,
+                          cached_prompt_tokens=cached if first else 0, completion_tokens=completion[i],
+                          seconds=seconds if first else 0.0, estimated=estimated)
+            seed = None if params.seed is None else params.seed + offset + i
+            out.append(Sample(text=text, tokens=stats[i], finish_reason=finishes[i], usage=usage, model=model,
+                              seed=seed, endpoint=ep.url))
+        return out
+
+    def _usage(self, u: Any, prompt: Prompt, texts: list[str], stats: list[tuple[TokenStat, ...] | None]
+               ) -> tuple[int, int, list[int], bool]:
+        """(prompt tokens, cached prompt tokens, completion tokens per choice, estimated)."""
+        lens = [len(s) if s is not None else None for s in stats]
+        if isinstance(u, dict) and isinstance(u.get("completion_tokens"), int):
+            total = u["completion_tokens"]
+            details = u.get("prompt_tokens_details")
+            cached = (details.get("cached_tokens") if isinstance(details, dict) else None) or 0
+            if len(texts) == 1:
+                per = [total]
+            elif None not in lens and sum(lens) == total:  # type: ignore[arg-type]
+                per = lens  # type: ignore[assignment]
+            else:  # the server reports one total: share it out by text length (sum stays exact)
+                per = _apportion(total, [estimate_tokens(t) for t in texts])
+            return int(u.get("prompt_tokens") or 0), int(cached), per, False
+        per = [n if n is not None else estimate_tokens(t) for n, t in zip(lens, texts)]
+        return self.count_tokens(prompt), 0, per, True
+
+    def _token_stats(self, lp: Any, chat: bool) -> tuple[TokenStat, ...] | None:
+        if not isinstance(lp, dict):
+            return None
+        out: list[TokenStat] = []
+        if chat:
+            content = lp.get("content")
+            if content is None:
+                return None
+            for e in content:
+                top = tuple((t["token"], float(t["logprob"])) for t in e.get("top_logprobs") or ())
+                out.append(self._stat(e["token"], e["logprob"], top))
+        else:
+            toks, lps, tops = lp.get("tokens"), lp.get("token_logprobs"), lp.get("top_logprobs")
+            if toks is None or lps is None:
+                return None
+            for j, (tok, val) in enumerate(zip(toks, lps)):
+                alts = tops[j] if tops is not None and j < len(tops) and tops[j] else {}
+                top = tuple(sorted(((t, float(v)) for t, v in alts.items()), key=lambda tv: -tv[1]))
+                out.append(self._stat(tok, val, top))
+        return tuple(out)
+
+    def _stat(self, token: str, logprob: Any, top: tuple[tuple[str, float], ...]) -> TokenStat:
+        value = math.nan if logprob is None else float(logprob)
+        if not (self.approx_stats and top):
+            return TokenStat(token, value, top)
+        # Renormalise the top-k and treat it as the whole distribution: an approximation, flagged.
+        m = max(v for _, v in top)
+        z = m + math.log(sum(math.exp(v - m) for _, v in top))
+        logs = [v - z for _, v in top]
+        entropy = -sum(math.exp(x) * x for x in logs)
+        self_certainty = -math.log(len(logs)) - sum(logs) / len(logs)
+        return TokenStat(token, value, top, entropy=entropy, self_certainty=self_certainty, approx=True)
+
+    # -- HTTP with retries ----------------------------------------------------------------------
+    async def _post(self, path: str, body: dict[str, Any]) -> tuple[dict[str, Any], Endpoint, float]:
+        client, sem = self._ensure()
+        pol, attempt = self.retry, 0
+        while True:
+            retry_after: float | None = None
+            status: int | None = None
+            async with sem:
+                ep = self._pool.pick()
+                while ep is None:
+                    await asyncio.sleep(max(self._pool.wait_s(), 0.01))
+                    ep = self._pool.pick()
+                ep.in_flight += 1
+                ep.requests += 1
+                self._counts["requests"] += 1
+                t0 = time.perf_counter()
+                try:
+                    if ep.semaphore is None:
+                        resp = await client.post(ep.url + path, json=body)
+                    else:
+                        async with ep.semaphore:
+                            resp = await client.post(ep.url + path, json=body)
+                except (httpx.ConnectError, httpx.ConnectTimeout) as e:
+                    self._pool.record_connect_failure(ep)
+                    cause, detail = "connect", f"cannot connect to {ep.url} ({type(e).__name__})"
+                    if self._pool.all_refused():
+                        self._counts["failures"] += 1
+                        raise BackendUnavailable(
+                            f"Cannot connect to {', '.join(self.base_urls)}: is the server running?",
+                            backend=self.name, model=self.model) from e
+                except httpx.TimeoutException as e:
+                    self._pool.record_other_failure(ep)
+                    cause, detail = "timeout", f"{ep.url} did not answer within {self.timeout_s:g} s ({e!r})"
+                except httpx.TransportError as e:
+                    self._pool.record_other_failure(ep)
+                    cause, detail = "connection", f"connection to {ep.url} failed: {type(e).__name__}: {e}"
+                else:
+                    self._pool.record_ok(ep)
+                    status = resp.status_code
+                    if status == 200:
+                        try:
+                            data = json.loads(resp.content)
+                            if isinstance(data, dict) and isinstance(data.get("choices"), list) and data["choices"]:
+                                return data, ep, time.perf_counter() - t0
+                            cause, detail = "invalid-body", f"{ep.url} returned a response without choices"
+                        except ValueError:
+                            cause, detail = "invalid-body", f"{ep.url} returned a truncated or invalid JSON body"
+                    else:
+                        cause, detail = str(status), f"{ep.url}{path} answered {status}: {_error_message(resp)}"
+                        retry_after = parse_retry_after(resp.headers.get("retry-after"))
+                        if not (status == 429 or status >= 500 or status == 408):
+                            self._counts["failures"] += 1
+                            raise self._client_error(status, detail)
+                finally:
+                    ep.in_flight -= 1
+            if attempt >= pol.max_retries or (retry_after is not None and retry_after > pol.retry_after_max_s):
+                self._counts["failures"] += 1
+                kind = RateLimited if status == 429 else BackendUnavailable
+                raise kind(f"{detail} (gave up after {attempt + 1} attempts)", backend=self.name,
+                           model=self.model, status=status, retry_after=retry_after)
+            if cause == "connect" and len(self.base_urls) > 1 and self._pool.wait_s() == 0:
+                delay = 0.0  # fail over to another endpoint at once
+            else:
+                delay = pol.delay(attempt, self._rng, retry_after)
+            self._retries[cause] = self._retries.get(cause, 0) + 1
+            self._backoff_s += delay
+            logger.debug("retry %d after %s; waiting %.3f s", attempt + 1, detail, delay)
+            await asyncio.sleep(delay)
+            attempt += 1
+
+    def _client_error(self, status: int, detail: str) -> BackendError:
+        if status in (401, 403):
+            return AuthenticationError(f"The API key was rejected: {detail}", backend=self.name,
+                                       model=self.model, status=status)
+        if status in (400, 413, 422) and _CONTEXT_RE.search(detail):
+            return ContextLengthExceeded(detail, backend=self.name, model=self.model, status=status)
+        return BackendError(detail, backend=self.name, model=self.model, status=status)
+
+
+def _normalise_url(url: str) -> str:
+    url = url.strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"base URL {url!r} must look like http://host:port/v1")
+    return url + "/v1" if not parts.path else url
+
+
+def _error_message(resp: httpx.Response) -> str:
+    try:
+        err = resp.json().get("error")
+        msg = err.get("message") if isinstance(err, dict) else err
+        if msg:
+            return str(msg)[:300]
+    except (ValueError, AttributeError):
+        pass
+    return resp.text[:300].replace("\n", " ") or resp.reason_phrase
+
+
+def _apportion(total: int, weights: list[int]) -> list[int]:
+    """Split ``total`` in proportion to ``weights`` (largest remainder; the parts sum to ``total``)."""
+    w = [max(x, 1) for x in weights]
+    s = sum(w)
+    raw = [total * x / s for x in w]
+    parts = [int(r) for r in raw]
+    order = sorted(range(len(w)), key=lambda i: raw[i] - parts[i], reverse=True)
+    for i in order[: total - sum(parts)]:
+        parts[i] += 1
+    return parts
+
+
+async def _gather(coros: list[Awaitable[list[Sample]]]) -> list[list[Sample]]:
+    """Await all; on the first error cancel the rest and re-raise it."""
+    if len(coros) == 1:
+        return [await coros[0]]
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
