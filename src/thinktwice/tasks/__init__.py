@@ -9,3 +9,5 @@ __all__ = ["AnswerFormat", "Query", "Task", "tasks"]
 
 tasks.add("gsm8k", "thinktwice.tasks.gsm8k:Gsm8kTask", help="GSM8K grade-school math (numeric answers)")
 tasks.add("math", "thinktwice.tasks.math:MathTask", help="MATH-500 competition math (\\boxed answers, math-verify)")
+tasks.add("jsonl", "thinktwice.tasks.jsonl:JsonlTask", help="any JSONL file (path=..., grader=numeric|math|exact|contains)")
+tasks.add("humaneval", "thinktwice.tasks.code:HumanEvalTask", help="HumanEval Python functions, graded in a sandbox")

@@ -160,12 +160,14 @@ def parse_number(s: str | None) -> Fraction | None:
         return None
 
 
-def code_block(text: str, language: str = "python") -> str:
+def code_block(text: str, language: str = "python", prefer: str | None = None) -> str:
     """The code of the last fenced block tagged ``language`` (else the last fenced block, else
-    ``text`` itself)."""
+    ``text`` itself). With ``prefer``, the last such block containing that string wins."""
     blocks = re.findall(r"```[ \t]*([\w+-]*)[^\n]*\n(.*?)(?:```|\Z)", text, re.DOTALL)
     if not blocks:
         return text
     tagged = [code for lang, code in blocks if lang.lower() in (language, language[:2])]
-    chosen = tagged[-1] if tagged else blocks[-1][1]
-    return chosen.rstrip() + "\n"
+    pool = tagged or [code for _, code in blocks]
+    if prefer is not None:
+        pool = [c for c in pool if prefer in c] or pool
+    return pool[-1].rstrip() + "\n"
