@@ -29,8 +29,9 @@ class Registry(Generic[T]):
     {'a': 1}
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, builtins: str | None = None) -> None:
         self.kind = kind
+        self._builtins = builtins  # module whose import registers the built-in entries
         self._entries: dict[str, Callable[..., T] | str] = {}
         self._help: dict[str, str] = {}
         self._plugins_loaded = False
@@ -56,6 +57,8 @@ class Registry(Generic[T]):
         if self._plugins_loaded:
             return
         self._plugins_loaded = True
+        if self._builtins:
+            importlib.import_module(self._builtins)
         from importlib.metadata import entry_points
 
         for ep in entry_points(group="thinktwice.plugins"):
@@ -97,7 +100,7 @@ class Registry(Generic[T]):
         return self.get(name)(**options)
 
 
-backends: Registry[Any] = Registry("backend")
-signals: Registry[Any] = Registry("signal")
-strategies: Registry[Any] = Registry("strategy")
-tasks: Registry[Any] = Registry("task")
+backends: Registry[Any] = Registry("backend", "thinktwice.lm")
+signals: Registry[Any] = Registry("signal", "thinktwice.signals")
+strategies: Registry[Any] = Registry("strategy", "thinktwice.strategies")
+tasks: Registry[Any] = Registry("task", "thinktwice.tasks")

@@ -41,3 +41,14 @@ def test_import_thinktwice_is_light():
             "print(','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_registries_load_their_builtins_without_importing_the_layer_first():
+    import subprocess
+    import sys
+
+    code = ("from thinktwice.registry import strategies, tasks, backends, signals;"
+            "print(int('greedy' in strategies), int('gsm8k' in tasks), int('scripted' in backends),"
+            " int('self-certainty' in signals))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["1", "1", "1", "1"]

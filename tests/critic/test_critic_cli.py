@@ -1,0 +1,50 @@
+import json
+
+import pytest
+
+from thinktwice.cli import main
+
+
+def run(args, capsys):
+    code = 0
+    try:
+        main(args)
+    except SystemExit as e:
+        code = e.code or 0
+    return code, capsys.readouterr()
+
+
+def test_processbench_command_with_trivial_baselines(tmp_path, capsys):
+    code, cap = run(["critic", "processbench", "--subset", "gsm8k", "--limit", "6", "--backend", "scripted",
+                     "-B", 'replies=["Earliest error: none"]', "-B", "cycle=true", "--store", str(tmp_path / "r.db"),
+                     "--json"], capsys)
+    assert code == 0, cap.err
+    data = json.loads(cap.out)
+    names = [r["name"] for r in data["rows"]]
+    assert names == ["critic", "always no-error", "always step-0"]
+    # a critic that always says "none" is exactly the trivial no-error baseline
+    assert data["rows"][0]["metrics"] == data["rows"][1]["metrics"]
+    assert data["usage"]["calls"] == 6
+
+
+def test_closed_loop_command_prints_flips_and_matched_sc(tmp_path, capsys):
+    code, cap = run(["critic", "closed", "--task", "gsm8k", "--limit", "3", "--backend", "scripted",
+                     "-B", 'replies=["The answer is 18.", "The solution is Correct. The first error step number: -1"]',
+                     "-B", "cycle=true", "--store", str(tmp_path / "r.db"), "--json"], capsys)
+    assert code == 0, cap.err
+    data = json.loads(cap.out)
+    # golds 18, 3, 70000: the initial answer 18 is right once; "Correct" verdicts keep every answer
+    assert data["accuracy_by_round"] == [pytest.approx(1 / 3)] * 2 and data["i_to_c"] == [0.0]
+    assert data["unchanged"] == [1.0] and data["matched_sc"]["k"] >= 1 and data["paired"] == 3
+
+
+def test_open_loop_needs_labelled_samples(tmp_path, capsys):
+    db = tmp_path / "r.db"
+    code, cap = run(["eval", "--task", "gsm8k", "--limit", "3", "-n", "2", "--backend", "scripted",
+                     "-B", 'replies=["The answer is 18.", "#### 5"]', "-B", "cycle=true", "--store", str(db)], capsys)
+    assert code == 0
+    code, cap = run(["critic", "open", "--run", "1", "--backend", "scripted",
+                     "-B", 'replies=["Verdict: incorrect", "Verdict: correct"]', "-B", "cycle=true",
+                     "--store", str(db)], capsys)
+    assert code == 0, cap.err
+    assert "F1 (wrong)" in cap.out and "cross" in cap.out
