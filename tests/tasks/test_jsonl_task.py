@@ -93,8 +93,8 @@ def test_options_validated() -> None:
 
 
 def test_few_shot_from_train_file_is_deterministic() -> None:
-    kw = dict(path=DATA / "small_qa.jsonl", train_path=DATA / "small_qa.jsonl", question_field="q",
-              answer_field="a", id_field="id", shots=2)
+    kw = {"path": DATA / "small_qa.jsonl", "train_path": DATA / "small_qa.jsonl", "question_field": "q",
+          "answer_field": "a", "id_field": "id", "shots": 2}
     t = JsonlTask(**kw, seed=1)  # type: ignore[arg-type]
     p = t.load()[0]
     prompt = t.prompt(p)

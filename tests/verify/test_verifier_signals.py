@@ -7,7 +7,7 @@ import math
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -68,10 +68,10 @@ def test_registered() -> None:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    script: list[Any] = []
-    seen: list[dict[str, Any]] = []
+    script: ClassVar[list[Any]] = []
+    seen: ClassVar[list[dict[str, Any]]] = []
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server API)
+    def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["content-length"])))
         type(self).seen.append({**body, "auth": self.headers.get("authorization")})
         status, reply = type(self).script.pop(0) if type(self).script else (200, {"score": len(body["response"])})

@@ -25,7 +25,7 @@ from thinktwice.lm.meter import Meter
 from thinktwice.tasks.base import Query
 from thinktwice.types import Candidate
 
-__all__ = ["CodeExecutionSignal", "RewardModelSignal", "RewardModelConfig"]
+__all__ = ["CodeExecutionSignal", "RewardModelConfig", "RewardModelSignal"]
 
 log = logging.getLogger(__name__)
 

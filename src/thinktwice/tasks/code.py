@@ -21,7 +21,7 @@ from thinktwice.tasks.prompts import CODE_TEMPLATE, chat_prompt
 from thinktwice.types import Problem, Prompt, SamplingParams
 from thinktwice.verify.sandbox import SandboxConfig, SandboxResult, run_sandboxed
 
-__all__ = ["HumanEvalTask", "pass_at_k", "build_program"]
+__all__ = ["HumanEvalTask", "build_program", "pass_at_k"]
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
