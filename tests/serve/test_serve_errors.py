@@ -1,0 +1,130 @@
+"""Every failure is an OpenAI-style JSON error with the right status, never a stack trace."""
+
+from __future__ import annotations
+
+import re
+import socket
+from collections.abc import Callable
+
+import httpx
+import openai
+import pytest
+
+from thinktwice.errors import BackendUnavailable, RateLimited
+from thinktwice.lm.scripted import Reply, ScriptedBackend
+from thinktwice.serve import ServeConfig, ServerThread
+from thinktwice.testing import FakeOpenAIServer
+
+MSG = [{"role": "user", "content": "What is 6 * 7?"}]
+
+
+def _error(r: httpx.Response, status: int) -> dict[str, object]:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/json")
+    err = r.json()["error"]
+    assert set(err) == {"message", "type", "param", "code"} and err["message"]
+    assert "Traceback" not in r.text
+    return err  # type: ignore[no-any-return]
+
+
+def test_request_errors(proxy: ServerThread) -> None:
+    url = proxy.url + "/chat/completions"
+    err = _error(httpx.post(url, content=b"{not json", headers={"content-type": "application/json"}), 400)
+    assert err["code"] == "invalid_json"
+    _error(httpx.post(url, json=[1, 2]), 400)
+    err = _error(httpx.post(url, json={"model": "fake-model"}), 422)
+    assert err["param"] == "messages"
+    err = _error(httpx.post(url, json={"messages": MSG, "n": "many"}), 422)
+    assert err["param"] == "n"
+    err = _error(httpx.post(url, json={"messages": MSG, "n": 5}), 400)  # above max_n=4
+    assert err["param"] == "n"
+    err = _error(httpx.post(url, json={"messages": MSG, "max_tokens": 10_000}), 400)
+    assert err["param"] == "max_tokens"
+    err = _error(httpx.post(url, json={"messages": MSG, "thinktwice": {"strategy": "nope"}}), 400)
+    assert err["code"] == "unknown_strategy" and "adaptive-consistency" in str(err["message"])
+    err = _error(httpx.post(url, json={"messages": MSG, "thinktwice": {"budget_tokens": 10**9}}), 400)
+    assert err["param"] == "thinktwice.budget_tokens"
+    _error(httpx.get(proxy.url + "/nowhere"), 404)
+    _error(httpx.get(url), 405)
+
+
+def test_body_size_limit(make_proxy: Callable[..., ServerThread], upstream: FakeOpenAIServer) -> None:
+    srv = make_proxy(upstreams=(upstream.url,), strategy="passthrough", max_body_bytes=2000)
+    big = {"messages": [{"role": "user", "content": "x" * 5000}]}
+    err = _error(httpx.post(srv.url + "/chat/completions", json=big), 413)
+    assert err["code"] == "request_too_large"
+
+    def chunked() -> object:  # no content-length: the limit applies while reading
+        yield b'{"messages": [{"role": "user", "content": "'
+        for _ in range(10):
+            yield b"y" * 500
+        yield b'"}]}'
+
+    _error(httpx.post(srv.url + "/chat/completions", content=chunked()), 413)
+
+
+@pytest.mark.parametrize(("fault", "status"), [("429", 429), ("500", 502), ("503", 502), ("timeout", 504),
+                                               ("disconnect", 502)])
+def test_passthrough_upstream_failures(make_proxy: Callable[..., ServerThread], fault: str, status: int) -> None:
+    with FakeOpenAIServer(fault_script=[fault], hang_s=2.0) as up:
+        srv = make_proxy(upstreams=(up.url,), strategy="passthrough", timeout_s=0.3)
+        with openai.OpenAI(base_url=srv.url, api_key="x", max_retries=0) as c:
+            with pytest.raises(openai.APIStatusError) as e:
+                c.chat.completions.create(model="m", messages=MSG)
+        assert e.value.status_code == status
+        assert "Traceback" not in str(e.value.body)
+        if fault == "429":
+            assert e.value.response.headers.get("retry-after")
+        # the next request succeeds: one fault does not poison the shared client
+        r = httpx.post(srv.url + "/chat/completions", json={"model": "m", "messages": MSG})
+        assert r.status_code == 200
+
+
+def test_upstream_unreachable_is_502(make_proxy: Callable[..., ServerThread]) -> None:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    srv = make_proxy(upstreams=(f"http://127.0.0.1:{port}/v1",), strategy="passthrough")
+    _error(httpx.post(srv.url + "/chat/completions", json={"messages": MSG}), 502)
+
+
+def test_upstream_client_error_is_relayed(make_proxy: Callable[..., ServerThread]) -> None:
+    with FakeOpenAIServer(max_context=8) as up:
+        srv = make_proxy(upstreams=(up.url,), strategy="passthrough")
+        err = _error(httpx.post(srv.url + "/chat/completions", json={"messages": MSG, "max_tokens": 50}), 400)
+        assert err["code"] == "context_length_exceeded"
+
+
+@pytest.mark.parametrize(("error", "status"), [
+    (RateLimited("slow down", retry_after=2.0), 429),
+    (BackendUnavailable("connection refused"), 502),
+    (BackendUnavailable("upstream did not answer within 1 s (ReadTimeout)"), 504),
+    (RuntimeError("a bug"), 500),
+])
+def test_strategy_backend_errors(make_proxy: Callable[..., ServerThread], error: BaseException, status: int) -> None:
+    backend = ScriptedBackend([Reply(error=error)])
+    srv = make_proxy(ServeConfig(strategy="greedy"), backend=backend)
+    err = _error(httpx.post(srv.url + "/chat/completions", json={"messages": MSG}), status)
+    if status == 500:
+        assert "a bug" not in str(err["message"])  # internals stay in the server log
+    if status == 429:
+        assert err["type"] == "rate_limit_error"
+
+
+def test_strategy_request_timeout_is_504(make_proxy: Callable[..., ServerThread]) -> None:
+    backend = ScriptedBackend([Reply("The answer is 1.", delay=5.0)], cycle=True)
+    srv = make_proxy(ServeConfig(strategy="greedy", request_timeout_s=0.2), backend=backend)
+    _error(httpx.post(srv.url + "/chat/completions", json={"messages": MSG}), 504)
+    _error(httpx.post(srv.url + "/chat/completions", json={"messages": MSG, "stream": True}), 504)
+
+
+def test_error_after_stream_started_is_an_error_event(make_proxy: Callable[..., ServerThread]) -> None:
+    backend = ScriptedBackend(handler=lambda p, params, i: Reply("The answer is 3.") if params.seed % 2 == 0
+                              else Reply(error=RateLimited("later"), delay=0.2))
+    srv = make_proxy(ServeConfig(strategy="self-consistency", strategy_options={"n": 1}), backend=backend)
+    r = httpx.post(srv.url + "/chat/completions", json={"messages": MSG, "stream": True, "n": 2, "seed": 0})
+    assert r.status_code == 200
+    events = re.findall(r"^data: (.*)$", r.text, re.MULTILINE)
+    assert any('"error"' in e and "rate_limit_error" in e for e in events)
+    assert events[-1] == "[DONE]"
