@@ -14,8 +14,8 @@ class HashAnswers:
     """Answers are the word after '####'; equal after stripping."""
 
     def extract(self, text: str) -> str | None:
-        m = re.search(r"####\s*(\S+)", text)
-        return m.group(1) if m else None
+        m = re.findall(r"####\s*(\S+)", text)
+        return m[-1] if m else None
 
     def canonical(self, answer: str) -> str:
         return answer.strip()

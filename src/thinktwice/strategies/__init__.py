@@ -32,7 +32,19 @@ strategies.add("self-agreement", "thinktwice.strategies.aggregate:SelfAgreement"
                "the model states the answer most responses agree on")
 strategies.add("gsa", "thinktwice.strategies.aggregate:GenerativeSelfAggregation",
                "the model writes a new answer from the samples")
+strategies.add("self-refine", "thinktwice.strategies.refine:SelfRefine",
+               "feedback then revise, up to 4 rounds; flips recorded when gold is known")
+strategies.add("confidence-refine", "thinktwice.strategies.refine:ConfidenceRefine",
+               "self-refine only when a signal is below its threshold")
+strategies.add("fobar", "thinktwice.strategies.backward:Fobar", "forward vote x backward verification")
+strategies.add("iterative-deepening", "thinktwice.strategies.deepening:IterativeDeepening",
+               "on low confidence append 'Wait,' and let the model reconsider, up to d times")
+strategies.add("step-beam", "thinktwice.strategies.search:StepBeamSearch",
+               "beam search over newline-delimited steps, self-evaluated")
+strategies.add("mcts", "thinktwice.strategies.search:MCTS", "PUCT tree search over reasoning steps")
 
+strategies.add("critique-correct", "thinktwice.strategies.critique_correct:CritiqueCorrect",
+               "solve, then critique-and-correct for k rounds (RealCritic)")
 
 def create_strategy(spec: str, /, **options: object) -> Strategy:
     """Build a strategy from a spec such as ``"self-consistency"`` or ``"best-of-n:self-certainty"``.
