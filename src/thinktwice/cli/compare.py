@@ -1,0 +1,174 @@
+"""``thinktwice compare``: several strategies on one task, each next to self-consistency at its own
+measured generated tokens (METHODS §1.5), in one table.
+
+Each strategy runs live through the eval harness. The matched baselines come from one pool of
+self-consistency samples drawn once per problem: first one sample per problem (which measures the
+mean tokens per sample ``t``), then enough to reach the largest matched ``k``; each strategy's
+baseline is SC@k (``k = round(G / t)``) replayed from that pool over ``--orders`` seeded orders, and
+the difference is paired by problem with a bootstrap interval.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from thinktwice.cli.common import (
+    ApiKeyOpt, BackendOpt, BackendOptionsOpt, BaseUrlOpt, ConcurrencyOpt, ModelOpt, SeedOpt, StoreOpt,
+    backend_from_options, err, out, parse_kv, run_async,
+)
+from thinktwice.errors import ConfigError
+
+__all__ = ["register", "run_compare"]
+
+
+def _specs(strategies: str) -> list[str]:
+    specs = [s.strip() for s in strategies.split(",") if s.strip()]
+    if not specs:
+        raise ConfigError("--strategies needs at least one strategy name, e.g. adaptive-consistency,esc")
+    return specs
+
+
+async def run_compare(
+    task: Any, problems: list[Any], specs: list[str], backend: Any, *, budget_tokens: int | None = None,
+    seed: int = 0, orders: int = 4, max_k: int = 64, concurrency: int = 16, store: Any = None,
+    config: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """Run every strategy, then its matched SC baseline; one result row (a dict) per strategy."""
+    from thinktwice.eval.matched import draw_pool, matched_k, paired_difference, replay_strategy
+    from thinktwice.eval.runner import evaluate
+    from thinktwice.eval.stats import wilson_ci
+    from thinktwice.lm.pool import PoolSource
+    from thinktwice.strategies import create_strategy
+    from thinktwice.strategies.self_consistency import SelfConsistency
+    from thinktwice.types import Budget
+
+    strategies = [create_strategy(s) for s in specs]  # fail on a bad name before any model call
+    budget = Budget(max_tokens=budget_tokens) if budget_tokens else None
+    measured = []
+    for spec, strat in zip(specs, strategies):
+        run_id = None
+        if store is not None:
+            run_id = store.create_run(kind="eval", config={**(config or {}), "strategy": spec}, task=task.name,
+                                      task_version=getattr(task, "version", None), backend=getattr(backend, "name", ""),
+                                      model=getattr(backend, "model", None), strategy=spec, seed=seed)
+            store.put_problems(run_id, problems)
+        err.print(f"running {spec} on {len(problems)} problems")
+        res = await evaluate(task, strat, backend, problems, store=store, run_id=run_id, budget=budget,
+                             concurrency=concurrency, seed=seed)
+        if store is not None:
+            store.set_status(run_id, "done" if res.failed == 0 else "partial")
+        by_id = {r.problem_id: r for r in res.rows}
+        correct = [float(bool(by_id[p.id].correct)) if p.id in by_id else 0.0 for p in problems]
+        measured.append((spec, res, correct, run_id))
+
+    err.print("drawing the self-consistency pool for the matched baselines")
+    pools = await draw_pool(task, backend, problems, 1, seed=seed + 1, concurrency=concurrency)
+    t = PoolSource(pools).mean_completion_tokens() or 1.0
+    n = max(1, len(problems))
+    ks = [matched_k(res.usage.completion_tokens / n, t, max_k) for _, res, _, _ in measured]
+    k_pool = max(ks)
+    if k_pool > 1:
+        more = await draw_pool(task, backend, problems, k_pool - 1, seed=seed + 2, concurrency=concurrency)
+        pools = {pid: pools[pid] + more.get(pid, []) for pid in pools}
+    source = PoolSource(pools)
+    rows = []
+    for (spec, res, correct, run_id), k in zip(measured, ks):
+        base = await replay_strategy(SelfConsistency(n=k), source, task, problems,
+                                     seeds=[seed + i for i in range(orders)])
+        diff = paired_difference(correct, base.accuracy, seed=seed)
+        lo, hi = wilson_ci(int(sum(correct)), len(correct))
+        u = res.usage
+        rows.append({
+            "strategy": spec, "run": run_id, "n": len(correct), "accuracy": sum(correct) / n, "ci95": [lo, hi],
+            "gen_tokens": u.completion_tokens / n, "prompt_tokens": u.prompt_tokens / n, "calls": u.calls / n,
+            "failed": res.failed, "matched_k": k, "tokens_per_sample": t,
+            "matched_accuracy": base.mean_accuracy, "matched_gen_tokens": base.per_problem("completion_tokens"),
+            "delta": diff.delta, "delta_ci95": [diff.lo, diff.hi],
+        })
+    return rows
+
+
+def _print_rows(rows: list[dict[str, Any]], title: str) -> None:
+    table = Table(title=title)
+    for col in ("strategy", "accuracy ± 95% CI", "gen tok/problem", "prompt tok/problem", "calls/problem",
+                "matched SC k", "matched SC acc", "Δ vs matched [95% CI]"):
+        table.add_column(col, justify="left" if col == "strategy" else "right")
+    for r in rows:
+        lo, hi = r["ci95"]
+        dlo, dhi = r["delta_ci95"]
+        colour = "green" if dlo > 0 else "red" if dhi < 0 else "white"
+        table.add_row(
+            escape(r["strategy"]), f"{r['accuracy']:.3f} [{lo:.3f}, {hi:.3f}]", f"{r['gen_tokens']:.0f}",
+            f"{r['prompt_tokens']:.0f}", f"{r['calls']:.1f}", str(r["matched_k"]), f"{r['matched_accuracy']:.3f}",
+            f"[{colour}]{r['delta']:+.3f} [{dlo:+.3f}, {dhi:+.3f}]",
+        )
+    table.caption = (f"matched SC: k = round(gen tokens / {rows[0]['tokens_per_sample']:.0f} tokens per sample), "
+                     "replayed from one pool; Δ paired by problem") if rows else None
+    out.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("compare")
+    def compare_cmd(
+        task: str = typer.Option("gsm8k", "--task", "-t", help="Task name."),
+        strategies: str = typer.Option(..., "--strategies", "-S",
+                                       help="Comma-separated strategy specs, e.g. adaptive-consistency,esc,best-of-n:path-prob"),
+        limit: int | None = typer.Option(None, "--limit", "-l", help="Compare on the first N problems."),
+        split: str = typer.Option("test", "--split", help="Data split."),
+        task_options: list[str] | None = typer.Option(None, "--task-option", "-T", help="Task option key=value."),
+        backend: str = BackendOpt,
+        backend_options: list[str] | None = BackendOptionsOpt,
+        base_url: str | None = BaseUrlOpt,
+        api_key: str | None = ApiKeyOpt,
+        model: str | None = ModelOpt,
+        store: Path | None = StoreOpt,
+        concurrency: int = ConcurrencyOpt,
+        seed: int = SeedOpt,
+        budget_tokens: int | None = typer.Option(None, "--budget-tokens", help="Generated-token budget per problem."),
+        orders: int = typer.Option(4, "--orders", help="Pool orders averaged for each matched baseline."),
+        max_k: int = typer.Option(64, "--max-k", help="Largest matched self-consistency size."),
+        json_out: bool = typer.Option(False, "--json", help="Print JSON rows instead of a table."),
+    ) -> None:
+        """Compare strategies, each against self-consistency at its own generated tokens."""
+        import json
+        import os
+
+        from thinktwice.registry import tasks
+
+        specs = _specs(strategies)
+        if orders < 1 or max_k < 1:
+            raise ConfigError("--orders and --max-k must be >= 1")
+        t = tasks.create(task, **parse_kv(task_options))
+        problems = list(t.load(split, limit=limit))
+        if not problems:
+            raise ConfigError(f"task {task!r} has no problems in split {split!r}")
+        key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
+        b = backend_from_options(backend, base_url=base_url, api_key=key, model=model, concurrency=concurrency,
+                                 **parse_kv(backend_options))
+        config = {"task": task, "split": split, "limit": limit, "backend": backend, "seed": seed,
+                  "budget_tokens": budget_tokens, "compare": specs}
+
+        async def go(st: Any) -> list[dict[str, Any]]:
+            try:
+                return await run_compare(t, problems, specs, b, budget_tokens=budget_tokens, seed=seed,
+                                         orders=orders, max_k=max_k, concurrency=concurrency, store=st,
+                                         config=config)
+            finally:
+                await b.aclose()
+
+        if store is not None:
+            from thinktwice.eval.store import RunStore
+
+            with RunStore(store) as st:
+                rows = run_async(go(st))
+        else:
+            rows = run_async(go(None))
+        if json_out:
+            out.print_json(json.dumps(rows))
+        else:
+            _print_rows(rows, f"{task}: {len(problems)} problems, backend {backend}")
