@@ -239,7 +239,7 @@ class SignalReport:
             "signal": self.signal, "n": self.n, "n_missing": self.n_missing, "accuracy": self.accuracy,
             "mapping": self.mapping, "auroc": self.auroc, "ece": self.ece, "ece_mass": self.ece_mass,
             "brier": self.brier, "aurc": self.aurc, "auroc_within": self.auroc_within, "n_bins": self.n_bins,
-            "selective": {str(k): v for k, v in self.selective.items()},
+            "selective": {f"{k:g}": v for k, v in self.selective.items()},
             "ci": {k: list(v) for k, v in self.ci.items()},
         }
 
