@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import re
 import threading
 import warnings
@@ -124,16 +125,49 @@ def normalize_math(answer: str) -> str:
 MATH_VERIFY_TIMEOUT_S = 5
 
 
-def _mv_compare(gold: str, pred: str, timeout_s: int | None) -> bool:
-    from math_verify import parse, verify
+@functools.lru_cache(maxsize=16384)
+def _mv_parse(s: str, timeout_s: int | None) -> tuple[object, ...]:
+    """math-verify's parse of one answer, cached: voting compares each answer with many others."""
+    from math_verify import parse
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        g = parse(_wrap(gold), parsing_timeout=timeout_s)  # type: ignore[arg-type]
-        p = parse(_wrap(pred), parsing_timeout=timeout_s)  # type: ignore[arg-type]
-        if not g or not p:
-            return False
-        return bool(verify(g, p, timeout_seconds=timeout_s))
+        return tuple(parse(_wrap(s), parsing_timeout=timeout_s))  # type: ignore[arg-type]
+
+
+def _numeric_verdict(g: object, p: object) -> bool | None:
+    """A fast verdict for two closed-form numbers (no symbols): True when equal to 1e-12, False
+    when they differ by more than :data:`REL_TOL`; None (ask math-verify) otherwise."""
+    import sympy
+
+    if not (isinstance(g, sympy.Expr) and isinstance(p, sympy.Expr) and g.is_number and p.is_number):
+        return None
+    try:
+        x, y = complex(g.evalf(30)), complex(p.evalf(30))
+    except (TypeError, ValueError, ArithmeticError):
+        return None
+    if not all(math.isfinite(v) for v in (x.real, x.imag, y.real, y.imag)):
+        return None
+    diff, scale = abs(x - y), max(1.0, abs(x))
+    if diff <= 1e-12 * scale:
+        return True
+    if diff > REL_TOL * scale:
+        return False
+    return None
+
+
+def _mv_compare(gold: str, pred: str, timeout_s: int | None) -> bool:
+    from math_verify import verify
+
+    g, p = _mv_parse(gold, timeout_s), _mv_parse(pred, timeout_s)
+    if not g or not p:
+        return False
+    quick = _numeric_verdict(g[0], p[0])
+    if quick is not None:
+        return quick
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return bool(verify(list(g), list(p), timeout_seconds=timeout_s))  # type: ignore[arg-type]
 
 
 def _wrap(s: str) -> str:
