@@ -252,10 +252,19 @@ def score_token_signals(
     bare = next((c for c in candidates if c.sample.tokens is None), None)
     arrays = [] if bare else [TokenArrays.from_tokens(c.sample.tokens or ()) for c in candidates]
     out: dict[str, np.ndarray] = {}
+    shared: dict[TokenSignalConfig, list[dict[str, float]]] = {}  # DeepConf's four scores come together
     for s in sigs:
         try:
             if bare is not None:
                 raise _missing(s.name, s.need, bare)
+            if isinstance(s, _DeepConf):
+                for a, c in zip(arrays, candidates):
+                    s.check(a, c)
+                if s.config not in shared:
+                    cfg = s.config
+                    shared[cfg] = [deepconf_scores(a, cfg.window, cfg.tail, cfg.bottom_frac, cfg.k) for a in arrays]
+                out[s.name] = np.asarray([d[s.key] for d in shared[s.config]], dtype=np.float64)
+                continue
             out[s.name] = np.asarray(s.score_arrays(arrays, candidates), dtype=np.float64)
         except CapabilityError as e:
             if on_missing is None:
