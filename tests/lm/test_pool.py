@@ -73,7 +73,7 @@ async def test_pool_replay_equals_live_run():
     replies = ["r #### A", "r #### B", "r #### A", "r #### C", "r #### B", "r #### B", "r #### B", "r #### A"]
     pool = await _live_samples(replies, 8)
     for name in ("self-consistency", "adaptive-consistency", "esc"):
-        opts = {"n": 8} if name == "self-consistency" else {"max_samples": 8} if name == "esc" else {"max_samples": 8}
+        opts = {"n": 8} if name == "self-consistency" else {"max_samples": 8}
         if name == "esc":
             opts["window"] = 4
         live = await create_strategy(name, **opts).run(_query(), ScriptedBackend(replies))

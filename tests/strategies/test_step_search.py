@@ -41,7 +41,7 @@ async def test_mcts_finds_the_only_correct_path(make_query):
     assert d.response == "Step a\nStep c\nDone #### 7\n"
     assert d.stopped_because == "converged"
     assert d.usage.calls == 7 and d.stages["expand"].calls == 7  # every inner node expanded once
-    assert [p.stop for p, in [(c[1],) for c in b.calls]][0] == ("\n",)
+    assert b.calls[0][1].stop == ("\n",)
     assert b.calls[0][1].temperature == 0.7 and abs(b.calls[-1][1].temperature - 0.7 * 0.75**2) < 1e-12
 
 

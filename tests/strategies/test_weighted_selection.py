@@ -9,8 +9,8 @@ import pytest
 from thinktwice.errors import ConfigError
 from thinktwice.lm.scripted import Reply, ScriptedBackend
 from thinktwice.strategies import create_strategy
-from thinktwice.strategies.weighted import borda_weights
 from thinktwice.strategies.scoring import weights_from_scores
+from thinktwice.strategies.weighted import borda_weights
 from thinktwice.types import Budget
 
 

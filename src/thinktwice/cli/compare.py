@@ -18,8 +18,19 @@ from rich.markup import escape
 from rich.table import Table
 
 from thinktwice.cli.common import (
-    ApiKeyOpt, BackendOpt, BackendOptionsOpt, BaseUrlOpt, ConcurrencyOpt, ModelOpt, SeedOpt, StoreOpt,
-    backend_from_options, err, out, parse_kv, run_async,
+    ApiKeyOpt,
+    BackendOpt,
+    BackendOptionsOpt,
+    BaseUrlOpt,
+    ConcurrencyOpt,
+    ModelOpt,
+    SeedOpt,
+    StoreOpt,
+    backend_from_options,
+    err,
+    out,
+    parse_kv,
+    run_async,
 )
 from thinktwice.errors import ConfigError
 

@@ -25,8 +25,14 @@ from thinktwice.strategies.base import Strategy
 from thinktwice.tasks.base import Query, Task
 from thinktwice.types import Budget, Problem, Sample, Usage
 
-__all__ = ["matched_k", "PairedDifference", "paired_difference", "ReplayResult", "replay_strategy",
-           "draw_pool"]
+__all__ = [
+    "PairedDifference",
+    "ReplayResult",
+    "draw_pool",
+    "matched_k",
+    "paired_difference",
+    "replay_strategy",
+]
 
 
 def matched_k(generated_tokens_per_problem: float, tokens_per_sample: float, k_max: int | None = None) -> int:
@@ -37,7 +43,7 @@ def matched_k(generated_tokens_per_problem: float, tokens_per_sample: float, k_m
     """
     if tokens_per_sample <= 0 or not math.isfinite(tokens_per_sample):
         raise ConfigError(f"tokens per sample must be positive, got {tokens_per_sample}")
-    k = max(1, int(round(generated_tokens_per_problem / tokens_per_sample)))
+    k = max(1, round(generated_tokens_per_problem / tokens_per_sample))
     return min(k, k_max) if k_max is not None else k
 
 

@@ -143,7 +143,7 @@ class EarlyStoppingSC(BaseStrategy):
             got, short = await draw(ctx, k, params, batch=k)
             cands.extend(got)
             classes = group_answers([c.answer for c in got], fmt)
-            agree = len(got) == k and len(classes) == 1 and len(classes[0].members) == k
+            agree = k == self.window and len(got) == k and len(classes) == 1 and len(classes[0].members) == k
             ctx.note("window", drew=len(got), samples=len(cands), answers=[c.answer for c in got], unanimous=agree)
             if agree:
                 stopped = "converged"

@@ -27,7 +27,7 @@ from thinktwice.strategies.sampling import draw, follow_up, sampling_params
 from thinktwice.strategies.voting import Vote, vote
 from thinktwice.types import Candidate, Message, Prompt
 
-__all__ = ["UniversalSelfConsistency", "SelfAgreement", "GenerativeSelfAggregation", "parse_usc_choice"]
+__all__ = ["GenerativeSelfAggregation", "SelfAgreement", "UniversalSelfConsistency", "parse_usc_choice"]
 
 _USC_RE = re.compile(r"most consistent response is\s*\**\s*Response\s*#?\s*(\d+)", re.IGNORECASE)
 

@@ -33,13 +33,19 @@ import numpy as np
 from thinktwice.errors import CapabilityError, ConfigError
 from thinktwice.lm.base import TokenMonitor
 from thinktwice.lm.meter import BudgetExhausted
-from thinktwice.signals.token_stats import DEEPCONF_K, DEEPCONF_WINDOW, deepconf_scores, group_confidences, token_confidence
+from thinktwice.signals.token_stats import (
+    DEEPCONF_K,
+    DEEPCONF_WINDOW,
+    deepconf_scores,
+    group_confidences,
+    token_confidence,
+)
 from thinktwice.strategies.base import BaseStrategy, RunContext, Verdict
 from thinktwice.strategies.sampling import draw, sampling_params
 from thinktwice.strategies.voting import vote
 from thinktwice.types import Candidate, SamplingParams, TokenStat
 
-__all__ = ["DeepConfOffline", "DeepConfOnline", "lowest_group_confidence", "WindowMonitor"]
+__all__ = ["DeepConfOffline", "DeepConfOnline", "WindowMonitor", "lowest_group_confidence"]
 
 _SCORES = ("mean", "tail", "bottom10", "lowest")
 

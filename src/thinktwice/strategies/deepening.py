@@ -24,7 +24,7 @@ from thinktwice.strategies.sampling import sampling_params
 from thinktwice.strategies.scoring import SignalSpec, check_signal, resolve_signal, score_candidates
 from thinktwice.types import Candidate
 
-__all__ = ["IterativeDeepening", "DEFAULT_TRIGGERS"]
+__all__ = ["DEFAULT_TRIGGERS", "IterativeDeepening"]
 
 DEFAULT_TRIGGERS = (
     "Wait,",

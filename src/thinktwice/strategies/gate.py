@@ -18,10 +18,16 @@ from thinktwice.errors import ConfigError
 from thinktwice.lm.meter import BudgetExhausted
 from thinktwice.strategies.base import BaseStrategy, RunContext, Verdict
 from thinktwice.strategies.sampling import draw, sampling_params
-from thinktwice.strategies.scoring import SignalSpec, check_signal, resolve_signal, score_candidates, signal_name
+from thinktwice.strategies.scoring import (
+    SignalSpec,
+    check_signal,
+    resolve_signal,
+    score_candidates,
+    signal_name,
+)
 from thinktwice.strategies.voting import vote
 
-__all__ = ["ConfidenceGate", "PROBABILITY_SIGNALS", "default_threshold"]
+__all__ = ["PROBABILITY_SIGNALS", "ConfidenceGate", "default_threshold"]
 
 PROBABILITY_SIGNALS = frozenset({"path-prob", "p-true", "verbalized", "vote-share"})
 """Signals whose values are probabilities in [0, 1]; they get a default threshold of 0.9."""

@@ -26,7 +26,7 @@ from thinktwice.strategies.sampling import follow_up, sampling_params
 from thinktwice.strategies.scoring import SignalSpec, check_signal, resolve_signal, score_candidates
 from thinktwice.types import Candidate, Message, Prompt
 
-__all__ = ["SelfRefine", "ConfidenceRefine", "feedback_says_correct", "FEEDBACK_REQUEST", "REVISE_REQUEST"]
+__all__ = ["FEEDBACK_REQUEST", "REVISE_REQUEST", "ConfidenceRefine", "SelfRefine", "feedback_says_correct"]
 
 FEEDBACK_REQUEST = (
     "Review your previous answer step by step and find any problems with it. If the answer is "
@@ -36,8 +36,8 @@ REVISE_REQUEST = (
     "Based on the problems you found, improve your answer. Write the full corrected solution and "
     "end with the final answer in the required format."
 )
-_CORRECT = re.compile(r"\b(the answer is correct|no (problems|issues|mistakes|errors) (found|were found))\b", re.I)
-_NEGATED = re.compile(r"\b(not|isn't|is not)\s+correct\b", re.I)
+_CORRECT = re.compile(r"\b(the answer is correct|no (problems|issues|mistakes|errors) (found|were found))\b", re.IGNORECASE)
+_NEGATED = re.compile(r"\b(not|isn't|is not)\s+correct\b", re.IGNORECASE)
 
 
 def feedback_says_correct(text: str) -> bool:
@@ -143,7 +143,7 @@ class ConfidenceRefine(SelfRefine):
     threshold: float | None = None
 
     def __post_init__(self) -> None:
-        super(ConfidenceRefine, self).__post_init__()
+        super().__post_init__()
         default_threshold(self.signal, self.threshold)
 
     async def _score(self, ctx: RunContext, cand: Candidate) -> tuple[Candidate, bool]:

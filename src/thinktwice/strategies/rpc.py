@@ -23,10 +23,10 @@ from typing import ClassVar
 import numpy as np
 
 from thinktwice.errors import CapabilityError, ConfigError
+from thinktwice.signals.token_stats import path_prob
 from thinktwice.strategies.base import BaseStrategy, RunContext, Verdict
 from thinktwice.strategies.sampling import draw, sampling_params
 from thinktwice.strategies.voting import vote
-from thinktwice.signals.token_stats import path_prob
 
 __all__ = ["RPC", "WeibullMixture", "fit_weibull_mixture", "prune_paths"]
 

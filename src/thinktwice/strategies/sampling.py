@@ -5,7 +5,7 @@ from __future__ import annotations
 from thinktwice.strategies.base import RunContext
 from thinktwice.types import Candidate, Message, Prompt, SamplingParams
 
-__all__ = ["sampling_params", "draw", "follow_up"]
+__all__ = ["draw", "follow_up", "sampling_params"]
 
 
 def sampling_params(

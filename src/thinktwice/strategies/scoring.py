@@ -18,8 +18,14 @@ from thinktwice.signals.base import Signal, check_requires
 from thinktwice.strategies.base import RunContext
 from thinktwice.types import Candidate
 
-__all__ = ["SignalSpec", "resolve_signal", "signal_name", "score_candidates", "weights_from_scores",
-           "check_signal"]
+__all__ = [
+    "SignalSpec",
+    "check_signal",
+    "resolve_signal",
+    "score_candidates",
+    "signal_name",
+    "weights_from_scores",
+]
 
 SignalSpec = Any
 """A registered signal name, or an object following the Signal protocol."""
@@ -28,9 +34,8 @@ SignalSpec = Any
 def resolve_signal(spec: SignalSpec) -> Signal:
     """The Signal for ``spec``: looked up in the signal registry when it is a name."""
     if isinstance(spec, str):
-        from thinktwice.registry import signals
-
         import thinktwice.signals  # noqa: F401  (fills the registry)
+        from thinktwice.registry import signals
 
         if spec not in signals:
             # the token-statistics signals need no registry entry to be usable here

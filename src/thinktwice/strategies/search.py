@@ -31,7 +31,7 @@ from thinktwice.strategies.scoring import SignalSpec, check_signal, resolve_sign
 from thinktwice.tasks.extract import marked_answer
 from thinktwice.types import Candidate, Sample
 
-__all__ = ["Node", "StepExpander", "StepValue", "StepBeamSearch", "MCTS", "puct"]
+__all__ = ["MCTS", "Node", "StepBeamSearch", "StepExpander", "StepValue", "puct"]
 
 T = TypeVar("T")
 
@@ -220,7 +220,7 @@ class StepBeamSearch(_TreeSearch):
     beam_width: int = 4
 
     def __post_init__(self) -> None:
-        super(StepBeamSearch, self).__post_init__()
+        super().__post_init__()
         if self.beam_width < 1:
             raise ConfigError(f"beam_width must be >= 1, got {self.beam_width}")
 
@@ -259,7 +259,7 @@ class MCTS(_TreeSearch):
     w_exp: float = 1.0
 
     def __post_init__(self) -> None:
-        super(MCTS, self).__post_init__()
+        super().__post_init__()
         if self.n_iters < 1 or self.w_exp < 0:
             raise ConfigError(f"n_iters must be >= 1 and w_exp >= 0, got {self.n_iters}, {self.w_exp}")
 

@@ -31,7 +31,7 @@ from thinktwice.strategies.scoring import (
 from thinktwice.strategies.voting import vote
 from thinktwice.types import Candidate
 
-__all__ = ["WeightedVote", "BestOfN", "Borda", "borda_weights"]
+__all__ = ["BestOfN", "Borda", "WeightedVote", "borda_weights"]
 
 
 @dataclass(frozen=True)
@@ -149,7 +149,7 @@ class Borda(_SignalSampler):
     p: float = 0.5
 
     def __post_init__(self) -> None:
-        super(Borda, self).__post_init__()
+        super().__post_init__()
         if not (self.p >= 0 and math.isfinite(self.p)):
             raise ConfigError(f"borda needs a finite p >= 0, got {self.p}")
 
