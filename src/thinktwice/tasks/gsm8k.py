@@ -17,7 +17,7 @@ from thinktwice.errors import ConfigError, DataError
 from thinktwice.tasks.datadir import hub_rows, load_rows
 from thinktwice.tasks.extract import first_number, last_number, marked_answer
 from thinktwice.tasks.grading import number_canonical, numeric_equal
-from thinktwice.tasks.prompts import GSM8K_TEMPLATE, chat_prompt, gsm8k_solution, select_shots
+from thinktwice.tasks.prompts import GSM8K_TEMPLATE, chat_prompt, gsm8k_solution, select_shots, shots_for
 from thinktwice.types import Problem, Prompt, SamplingParams
 
 __all__ = ["Gsm8kTask", "gsm8k_gold"]
@@ -100,7 +100,7 @@ class Gsm8kTask:
     # -- prompting ------------------------------------------------------------------------------
 
     def prompt(self, problem: Problem) -> Prompt:
-        shots = [e for e in self._exemplars if e.question != problem.question]
+        shots = shots_for(self._exemplars, self.shots, problem.question)
         return chat_prompt(problem.question, GSM8K_TEMPLATE, shots, solution=gsm8k_solution)
 
     def params(self) -> SamplingParams:

@@ -16,7 +16,7 @@ from thinktwice.errors import ConfigError, DataError
 from thinktwice.tasks.datadir import read_jsonl
 from thinktwice.tasks.extract import boxed, first_number, last_number, marked_answer
 from thinktwice.tasks.grading import GRADERS, get_grader, normalize_math, number_canonical
-from thinktwice.tasks.prompts import chat_prompt, select_shots
+from thinktwice.tasks.prompts import chat_prompt, select_shots, shots_for
 from thinktwice.types import Problem, Prompt, SamplingParams
 
 __all__ = ["JsonlTask"]
@@ -103,7 +103,7 @@ class JsonlTask:
 
     def prompt(self, problem: Problem) -> Prompt:
         template = self.template or _TEMPLATES[self.grader]
-        shots = [e for e in self._exemplars if e.question != problem.question]
+        shots = shots_for(self._exemplars, self.shots, problem.question)
         return chat_prompt(problem.question, template, shots, solution=self._shot_answer)
 
     def _shot_answer(self, p: Problem) -> str:

@@ -16,7 +16,7 @@ from thinktwice.errors import ConfigError
 from thinktwice.tasks.datadir import hub_rows, load_rows
 from thinktwice.tasks.extract import boxed, marked_answer
 from thinktwice.tasks.grading import math_equal, normalize_math
-from thinktwice.tasks.prompts import MATH_TEMPLATE, chat_prompt, select_shots
+from thinktwice.tasks.prompts import MATH_TEMPLATE, chat_prompt, select_shots, shots_for
 from thinktwice.types import Problem, Prompt, SamplingParams
 
 __all__ = ["MathTask"]
@@ -95,7 +95,7 @@ class MathTask:
         return select_shots(self.load("train"), self.shots, self.seed)
 
     def prompt(self, problem: Problem) -> Prompt:
-        shots = [e for e in self._exemplars if e.question != problem.question]
+        shots = shots_for(self._exemplars, self.shots, problem.question)
         return chat_prompt(problem.question, MATH_TEMPLATE, shots, solution=_solution)
 
     def params(self) -> SamplingParams:

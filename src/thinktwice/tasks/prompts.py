@@ -22,6 +22,7 @@ __all__ = [
     "chat_prompt",
     "gsm8k_solution",
     "select_shots",
+    "shots_for",
 ]
 
 GSM8K_TEMPLATE = (
@@ -40,16 +41,22 @@ CODE_TEMPLATE = (
 )
 
 
-def select_shots(pool: Sequence[Problem], shots: int, seed: int, exclude: str | None = None) -> list[Problem]:
-    """``shots`` problems drawn from ``pool`` with ``random.Random(seed)`` (deterministic)."""
+def select_shots(pool: Sequence[Problem], shots: int, seed: int, spare: int = 1) -> list[Problem]:
+    """``shots`` problems (plus up to ``spare`` reserves) drawn from ``pool`` with
+    ``random.Random(seed)``: deterministic. The reserves replace an exemplar that happens to be the
+    question being asked (see :func:`shots_for`)."""
     if shots < 0:
         raise ConfigError(f"shots must be >= 0, got {shots}")
     if shots == 0:
         return []
-    candidates = [p for p in pool if exclude is None or p.question != exclude]
-    if shots > len(candidates):
-        raise ConfigError(f"asked for {shots} few-shot examples but the train split has {len(candidates)}")
-    return random.Random(seed).sample(candidates, shots)
+    if shots > len(pool):
+        raise ConfigError(f"asked for {shots} few-shot examples but the train split has {len(pool)}")
+    return random.Random(seed).sample(list(pool), min(shots + spare, len(pool)))
+
+
+def shots_for(exemplars: Sequence[Problem], shots: int, question: str) -> list[Problem]:
+    """The first ``shots`` exemplars whose question is not ``question`` (no answer leakage)."""
+    return [e for e in exemplars if e.question != question][:shots]
 
 
 def chat_prompt(

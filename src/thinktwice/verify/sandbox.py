@@ -41,7 +41,7 @@ from typing import Literal
 
 from thinktwice.errors import ConfigError
 
-__all__ = ["SandboxConfig", "SandboxResult", "run_sandboxed", "sandbox_python"]
+__all__ = ["SandboxConfig", "SandboxResult", "kernel_layers", "run_sandboxed", "sandbox_python"]
 
 log = logging.getLogger(__name__)
 
@@ -298,6 +298,34 @@ def _classify(rc: int | None, timed_out: bool, stderr: str) -> Status:
     return "failed"
 
 
+@functools.lru_cache(maxsize=8)
+def kernel_layers(python: str) -> tuple[bool, bool]:
+    """Whether a uid switch and a network namespace work on this host (probed once each with a
+    trivial child; both False when not root)."""
+    if not (hasattr(os, "geteuid") and os.geteuid() == 0):
+        return (False, False)
+
+    def probe(pre: Callable[[], None]) -> bool:
+        try:
+            return subprocess.run([python, "-I", "-S", "-c", "pass"], preexec_fn=pre,
+                                  capture_output=True, timeout=30, check=False).returncode == 0
+        except (OSError, subprocess.SubprocessError):
+            return False
+
+    def switch() -> None:
+        os.setgroups([])
+        os.setgid(_UID_BASE - 1)
+        os.setuid(_UID_BASE - 1)
+
+    unshare = _libc_unshare()
+
+    def netns() -> None:
+        if unshare is None or unshare(_CLONE_NEWNET) != 0:
+            raise OSError("unshare(CLONE_NEWNET) failed")
+
+    return (probe(switch), probe(netns))
+
+
 def run_sandboxed(
     code: str,
     *,
@@ -308,20 +336,19 @@ def run_sandboxed(
 ) -> SandboxResult:
     """Run ``code`` as a Python program in the sandbox and report how it ended.
 
-    Blocking; call it through ``asyncio.to_thread`` from async code.
+    Blocking; call it through ``asyncio.to_thread`` from async code. ``config`` overrides the
+    keyword limits.
 
     >>> run_sandboxed("assert 1 + 1 == 2").status
     'passed'
     """
     cfg = config or SandboxConfig(timeout_s=timeout_s, memory_mb=memory_mb, max_procs=max_procs)
-    is_root = hasattr(os, "geteuid") and os.geteuid() == 0
-    drop = cfg.drop_privileges and is_root
-    uid = _UID_BASE + secrets.randbelow(100_000_000) if drop else None
-    netns = cfg.network_namespace and is_root and _libc_unshare() is not None
-    python = sandbox_python(drop)
-    if drop and python == sys.executable and not _world_usable(python):
-        log.debug("no interpreter reachable by an unprivileged uid; running without a uid switch")
-        drop, uid = False, None
+    python = sandbox_python(cfg.drop_privileges)
+    can_switch, can_netns = kernel_layers(python)
+    uid = _UID_BASE + secrets.randbelow(100_000_000) if cfg.drop_privileges and can_switch else None
+    netns = cfg.network_namespace and can_netns
+    if uid is None and python != sys.executable:
+        python = sys.executable
     outer = Path(tempfile.mkdtemp(prefix="thinktwice-sbx-"))
     t0 = time.monotonic()
     try:
@@ -346,7 +373,7 @@ def run_sandboxed(
                     stderr=err_f,
                     start_new_session=True,
                     close_fds=True,
-                    preexec_fn=_preexec(cfg, uid, netns),  # noqa: PLW1509 (no locks taken)
+                    preexec_fn=_preexec(cfg, uid, netns),  # noqa: PLW1509 (only C-level calls, no locks)
                 )
             except (OSError, subprocess.SubprocessError) as e:
                 return SandboxResult(False, "error", "", f"sandbox could not start: {e}",
