@@ -94,3 +94,18 @@ def test_pool_source_builds_backends_per_problem():
     assert src.mean_completion_tokens() == pytest.approx((2 * 3 + 0) / 4)
     with pytest.raises(PoolExhausted):
         src.backend("zzz")
+
+
+async def test_pool_source_from_store_replays_stored_samples(tmp_path):
+    from thinktwice.eval.store import RunStore
+
+    samples = await _live_samples(["s #### A", "s #### B", "s #### A"], 3)
+    with RunStore(tmp_path / "p.db") as st:
+        rid = st.create_run(kind="pool", config={}, task="t", backend="scripted", model="m", strategy="sc", seed=0)
+        st.put_problems(rid, [Problem("p", "q?")])
+        st.put_samples(rid, "p", samples, answers=["A", "B", "A"], correct=[True, False, True])
+        src = PoolSource.from_store(st, rid)
+    assert len(src) == 1 and src.size("p") == 3
+    replay = await create_strategy("self-consistency", n=3).run(_query(), src.backend("p", seed=0))
+    assert replay.answer == "A" and replay.usage.completion_tokens == sum(s.usage.completion_tokens for s in samples)
+    assert replay.candidates[0].sample.tokens is not None
