@@ -105,7 +105,7 @@ def main() -> None:
     missed: list[str] = []
     scores = score_token_signals(all_cands, on_missing=lambda s, e: missed.append(s.name))
 
-    t = Table(title="token signals: 1000 candidates x %d tokens (top-5)" % args.tokens)
+    t = Table(title=f"token signals: 1000 candidates x {args.tokens} tokens (top-5)")
     t.add_column("scoring path")
     t.add_column("seconds", justify="right")
     t.add_row("each signal converts its own arrays (baseline)", f"{alone:.3f}")

@@ -68,7 +68,7 @@ def test_selective_accuracy_and_aurc_by_hand() -> None:
     assert selective_accuracy(s, y, 0.75) == pytest.approx(2 / 3)
     assert selective_accuracy(s, y, 1.0) == 0.5
     assert aurc(s, y) == pytest.approx((0 + 0 + 1 / 3 + 1 / 2) / 4)
-    cov, risk = risk_coverage(s, y)
+    cov, _ = risk_coverage(s, y)
     assert cov.tolist() == [0.25, 0.5, 0.75, 1.0]
 
 

@@ -13,7 +13,7 @@ from thinktwice.registry import signals
 from thinktwice.signals.backward import backward_scores, extract_x, masks
 from thinktwice.signals.critique import PROMPT_VERSION, parse_verdict, verdict_probability
 from thinktwice.tasks.base import Query
-from thinktwice.types import Capabilities, Candidate, Problem, Prompt, Sample, SamplingParams, TokenStat
+from thinktwice.types import Candidate, Capabilities, Problem, Prompt, Sample, SamplingParams, TokenStat
 
 
 class Num:

@@ -12,7 +12,7 @@ from thinktwice.lm.scripted import Reply, ScriptedBackend
 from thinktwice.registry import signals
 from thinktwice.signals.p_true import option_probability, p_true_prompt
 from thinktwice.tasks.base import Query
-from thinktwice.types import Capabilities, Candidate, Problem, Prompt, Sample, TokenStat
+from thinktwice.types import Candidate, Capabilities, Problem, Prompt, Sample, TokenStat
 
 
 class Digits:

@@ -16,8 +16,19 @@ from rich.markup import escape
 from rich.table import Table
 
 from thinktwice.cli.common import (
-    ApiKeyOpt, BackendOptionsOpt, BaseUrlOpt, ConcurrencyOpt, ModelOpt, SeedOpt, StoreOpt, backend_from_options,
-    default_store, err, out, parse_kv, run_async,
+    ApiKeyOpt,
+    BackendOptionsOpt,
+    BaseUrlOpt,
+    ConcurrencyOpt,
+    ModelOpt,
+    SeedOpt,
+    StoreOpt,
+    backend_from_options,
+    default_store,
+    err,
+    out,
+    parse_kv,
+    run_async,
 )
 from thinktwice.errors import ConfigError
 

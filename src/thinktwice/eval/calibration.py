@@ -28,18 +28,18 @@ import numpy as np
 from thinktwice.errors import ConfigError
 
 __all__ = [
-    "auroc",
-    "auroc_within",
-    "ece",
-    "brier",
-    "risk_coverage",
-    "aurc",
-    "selective_accuracy",
-    "to_unit",
-    "mapping_for",
     "MAPPINGS",
     "SignalReport",
+    "aurc",
+    "auroc",
+    "auroc_within",
+    "brier",
+    "ece",
+    "mapping_for",
+    "risk_coverage",
+    "selective_accuracy",
     "signal_report",
+    "to_unit",
 ]
 
 MAPPINGS: Mapping[str, str] = {
@@ -155,9 +155,7 @@ def ece(probs: Sequence[float] | np.ndarray, labels: Sequence[bool] | np.ndarray
     if p.size == 0:
         return math.nan
     if strategy == "uniform":
-        idx = np.minimum((p * n_bins).astype(int), n_bins - 1)
-        idx = np.clip(idx, 0, n_bins - 1)
-        count = np.bincount(idx, minlength=n_bins)
+        idx = np.clip(np.minimum((p * n_bins).astype(int), n_bins - 1), 0, n_bins - 1)
         conf = np.bincount(idx, weights=p, minlength=n_bins)
         acc = np.bincount(idx, weights=y.astype(float), minlength=n_bins)
         return float(np.abs(acc - conf).sum() / p.size)

@@ -13,7 +13,7 @@ import numpy as np
 
 from thinktwice.eval.calibration import ece, risk_coverage
 
-__all__ = ["reliability_diagram", "risk_coverage_plot", "reliability_bins"]
+__all__ = ["reliability_bins", "reliability_diagram", "risk_coverage_plot"]
 
 
 def reliability_bins(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

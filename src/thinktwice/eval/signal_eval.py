@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from thinktwice.errors import CapabilityError, ConfigError, UnknownNameError
+from thinktwice.errors import ConfigError, UnknownNameError
 from thinktwice.eval.calibration import SignalReport, signal_report
 from thinktwice.eval.store import RunStore
 from thinktwice.lm.meter import Meter
@@ -28,8 +28,16 @@ from thinktwice.signals.confidence import TokenSignal, score_token_signals
 from thinktwice.tasks.base import Query
 from thinktwice.types import Candidate, Problem, Prompt, SamplingParams
 
-__all__ = ["ProblemPool", "load_pools", "needs_model", "resolve_signals", "score_pools", "report_pools", "draw_pool",
-           "ExactAnswers"]
+__all__ = [
+    "ExactAnswers",
+    "ProblemPool",
+    "draw_pool",
+    "load_pools",
+    "needs_model",
+    "report_pools",
+    "resolve_signals",
+    "score_pools",
+]
 
 log = logging.getLogger(__name__)
 

@@ -30,24 +30,24 @@ from thinktwice.tasks.base import Query
 from thinktwice.types import Candidate, Prompt, SamplingParams
 
 __all__ = [
+    "PROMPT_VERSION",
     "BackwardConfig",
     "BackwardResult",
-    "Mask",
-    "masks",
-    "backward_prompt",
-    "statement_prompt",
-    "extract_x",
-    "backward_verify",
-    "backward_scores",
     "Fobar",
+    "Mask",
     "SelfVerification",
-    "PROMPT_VERSION",
+    "backward_prompt",
+    "backward_scores",
+    "backward_verify",
+    "extract_x",
+    "masks",
+    "statement_prompt",
 ]
 
 PROMPT_VERSION = "backward-1"
 
 _NUMBER = re.compile(r"(?<![\w.])-?\d+(?:,\d{3})*(?:\.\d+)?(?![\w]|\.\d)")
-_X_IS = re.compile(r"value\s+of\s+(?:the\s+unknown\s+variable\s+)?x\s+is\s*[:=]?\s*\$?\s*(-?[\d,]*\.?\d+)", re.I)
+_X_IS = re.compile(r"value\s+of\s+(?:the\s+unknown\s+variable\s+)?x\s+is\s*[:=]?\s*\$?\s*(-?[\d,]*\.?\d+)", re.IGNORECASE)
 _ANY = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
 
 

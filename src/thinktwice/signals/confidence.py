@@ -38,18 +38,18 @@ from thinktwice.tasks.base import Query
 from thinktwice.types import Candidate
 
 __all__ = [
-    "TokenSignalConfig",
-    "TokenSignal",
-    "MeanLogprob",
-    "SeqLogprob",
-    "PathProb",
-    "TokenEntropy",
-    "SelfCertainty",
-    "DeepConfMean",
-    "DeepConfTail",
+    "TOKEN_SIGNALS",
     "DeepConfBottom10",
     "DeepConfLowest",
-    "TOKEN_SIGNALS",
+    "DeepConfMean",
+    "DeepConfTail",
+    "MeanLogprob",
+    "PathProb",
+    "SelfCertainty",
+    "SeqLogprob",
+    "TokenEntropy",
+    "TokenSignal",
+    "TokenSignalConfig",
     "candidate_arrays",
     "score_token_signals",
 ]

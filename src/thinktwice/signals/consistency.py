@@ -32,18 +32,18 @@ from thinktwice.tasks.base import Query
 from thinktwice.types import Candidate, Prompt, SamplingParams
 
 __all__ = [
-    "VoteShare",
+    "RPC",
+    "USC_PROMPT_VERSION",
     "AnswerEntropy",
     "RPCConfig",
-    "RPC",
+    "USCAgreement",
+    "USCConfig",
+    "VoteShare",
     "WeibullMixture",
     "fit_weibull_mixture",
     "prune_paths",
-    "rpc_scores",
-    "USCConfig",
-    "USCAgreement",
     "query_seed",
-    "USC_PROMPT_VERSION",
+    "rpc_scores",
 ]
 
 log = logging.getLogger(__name__)
@@ -272,8 +272,8 @@ class RPC:
 # --- USC ----------------------------------------------------------------------------------------
 
 USC_PROMPT_VERSION = "usc-1"
-_USC_PICK = re.compile(r"most\s+consistent\s+response\s+is\s*[:*\s]*response\s*#?\s*(\d+)", re.I)
-_ANY_PICK = re.compile(r"response\s*#?\s*(\d+)", re.I)
+_USC_PICK = re.compile(r"most\s+consistent\s+response\s+is\s*[:*\s]*response\s*#?\s*(\d+)", re.IGNORECASE)
+_ANY_PICK = re.compile(r"response\s*#?\s*(\d+)", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,14 +22,20 @@ from thinktwice.lm.meter import Meter
 from thinktwice.tasks.base import Query
 from thinktwice.types import Candidate, Prompt, Sample, SamplingParams
 
-__all__ = ["CritiqueConfig", "SelfCritique", "critique_prompt", "parse_verdict", "verdict_probability",
-           "PROMPT_VERSION"]
+__all__ = [
+    "PROMPT_VERSION",
+    "CritiqueConfig",
+    "SelfCritique",
+    "critique_prompt",
+    "parse_verdict",
+    "verdict_probability",
+]
 
 PROMPT_VERSION = "self-critique-1"
 
 _VERDICT = re.compile(
     r"verdict\s*[:\-]?\s*[*_\"']*\s*(?:the\s+solution\s+is\s+)?(incorrect|not\s+correct|wrong|correct|right)\b",
-    re.I,
+    re.IGNORECASE,
 )
 _POSITIVE = ("correct", "right")
 

@@ -33,11 +33,11 @@ from thinktwice.lm.meter import Meter
 from thinktwice.tasks.base import Query
 from thinktwice.types import Candidate, Prompt, Sample, SamplingParams
 
-__all__ = ["PTrueConfig", "PTrue", "PTrueContext", "p_true_prompt", "option_probability", "PROMPT_VERSION"]
+__all__ = ["PROMPT_VERSION", "PTrue", "PTrueConfig", "PTrueContext", "option_probability", "p_true_prompt"]
 
 PROMPT_VERSION = "p-true-1"
 
-_VERDICT = re.compile(r"^\s*\(?\s*(A|B|True|False)\b", re.I)
+_VERDICT = re.compile(r"^\s*\(?\s*(A|B|True|False)\b", re.IGNORECASE)
 
 
 def _option(token: str) -> str | None:

@@ -22,19 +22,19 @@ from thinktwice.errors import CapabilityError, ConfigError
 from thinktwice.types import TokenStat
 
 __all__ = [
-    "TokenArrays",
-    "as_arrays",
-    "mean_logprob",
-    "sequence_logprob",
-    "path_prob",
-    "mean_entropy",
-    "mean_self_certainty",
-    "token_confidence",
-    "token_confidences",
-    "group_confidences",
-    "deepconf_scores",
     "DEEPCONF_K",
     "DEEPCONF_WINDOW",
+    "TokenArrays",
+    "as_arrays",
+    "deepconf_scores",
+    "group_confidences",
+    "mean_entropy",
+    "mean_logprob",
+    "mean_self_certainty",
+    "path_prob",
+    "sequence_logprob",
+    "token_confidence",
+    "token_confidences",
 ]
 
 DEEPCONF_K = 20

@@ -21,7 +21,7 @@ from thinktwice.lm.meter import Meter
 from thinktwice.tasks.base import Query
 from thinktwice.types import Candidate, Prompt, SamplingParams
 
-__all__ = ["VerbalizedConfig", "Verbalized", "parse_confidence", "verbalized_prompt", "PROMPT_VERSION"]
+__all__ = ["PROMPT_VERSION", "Verbalized", "VerbalizedConfig", "parse_confidence", "verbalized_prompt"]
 
 PROMPT_VERSION = "verbalized-1"
 
@@ -35,12 +35,12 @@ _TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "sev
 _WORD_NUM = re.compile(
     r"\b(?:(one\s+hundred|a\s+hundred|hundred)|(" + "|".join(_TENS) + r")(?:[\s-]+(" + "|".join(_UNITS) + r"))?"
     r"|(" + "|".join(_UNITS) + r"))\b",
-    re.I,
+    re.IGNORECASE,
 )
 _NUM = r"(\d+(?:\.\d+)?|\.\d+)"
-_KEYWORD = re.compile(r"confiden(?:ce|t)|certain(?:ty)?|sure|probability|likelihood", re.I)
-_PCT = re.compile(_NUM + r"\s*(?:%|percent\b|per\s*cent\b)", re.I)
-_FRAC = re.compile(_NUM + r"\s*(?:/|out\s+of)\s*(100|10|1)\b", re.I)
+_KEYWORD = re.compile(r"confiden(?:ce|t)|certain(?:ty)?|sure|probability|likelihood", re.IGNORECASE)
+_PCT = re.compile(_NUM + r"\s*(?:%|percent\b|per\s*cent\b)", re.IGNORECASE)
+_FRAC = re.compile(_NUM + r"\s*(?:/|out\s+of)\s*(100|10|1)\b", re.IGNORECASE)
 _BARE = re.compile(r"(?<![\w.])" + _NUM + r"(?![\w.]*\d)")
 
 
