@@ -42,3 +42,17 @@ def test_explicit_path_and_error_message(tmp_path: Path) -> None:
         load_rows("gsm8k/test.jsonl", data_dir=tmp_path / "none", path=None, required=())
     msg = str(e.value)
     assert "THINKTWICE_DATA" in msg and str(tmp_path / "none") in msg and "\n" not in msg
+
+
+def test_task_options_are_checked() -> None:
+    from thinktwice.errors import ConfigError
+    from thinktwice.registry import tasks
+
+    assert tasks.create("gsm8k", shots=1, seed=3).shots == 1
+    with pytest.raises(ConfigError, match="no option 'shot'.*shots"):
+        tasks.create("gsm8k", shot=2)
+    with pytest.raises(ConfigError, match="'shots' must be int"):
+        tasks.create("math", shots="two")
+    with pytest.raises(ConfigError, match="'timeout_s'"):
+        tasks.create("humaneval", timeout_s="slow")
+    assert tasks.create("humaneval", timeout_s=3).timeout_s == 3  # an int is a valid float

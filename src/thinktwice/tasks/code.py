@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 from thinktwice.errors import ConfigError
 from thinktwice.tasks.datadir import hub_rows, load_rows
 from thinktwice.tasks.extract import code_block
+from thinktwice.tasks.options import create_task
 from thinktwice.tasks.prompts import CODE_TEMPLATE, chat_prompt
 from thinktwice.types import Problem, Prompt, SamplingParams
 from thinktwice.verify.sandbox import SandboxConfig, SandboxResult, run_sandboxed
@@ -79,6 +80,11 @@ class HumanEvalTask:
         if self.shots:
             raise ConfigError("humaneval has no train split, so it supports only shots=0")
         SandboxConfig(timeout_s=self.timeout_s, memory_mb=self.memory_mb)  # validates
+
+    @classmethod
+    def create(cls, **options: Any) -> HumanEvalTask:
+        """Build from user options; unknown names and wrong types are ConfigErrors."""
+        return create_task(cls, **options)
 
     @property
     def version(self) -> str:

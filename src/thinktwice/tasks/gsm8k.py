@@ -17,6 +17,7 @@ from thinktwice.errors import ConfigError, DataError
 from thinktwice.tasks.datadir import hub_rows, load_rows
 from thinktwice.tasks.extract import first_number, last_number, marked_answer
 from thinktwice.tasks.grading import number_canonical, numeric_equal
+from thinktwice.tasks.options import create_task
 from thinktwice.tasks.prompts import GSM8K_TEMPLATE, chat_prompt, gsm8k_solution, select_shots, shots_for
 from thinktwice.types import Problem, Prompt, SamplingParams
 
@@ -56,6 +57,11 @@ class Gsm8kTask:
             raise ConfigError(f"shots must be >= 0, got {self.shots}")
         if self.max_tokens < 1:
             raise ConfigError(f"max_tokens must be >= 1, got {self.max_tokens}")
+
+    @classmethod
+    def create(cls, **options: Any) -> Gsm8kTask:
+        """Build from user options; unknown names and wrong types are ConfigErrors."""
+        return create_task(cls, **options)
 
     @property
     def version(self) -> str:

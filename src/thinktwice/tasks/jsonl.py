@@ -10,12 +10,13 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from thinktwice.errors import ConfigError, DataError
 from thinktwice.tasks.datadir import read_jsonl
 from thinktwice.tasks.extract import boxed, first_number, last_number, marked_answer
 from thinktwice.tasks.grading import GRADERS, get_grader, normalize_math, number_canonical
+from thinktwice.tasks.options import create_task
 from thinktwice.tasks.prompts import chat_prompt, select_shots, shots_for
 from thinktwice.types import Problem, Prompt, SamplingParams
 
@@ -73,6 +74,11 @@ class JsonlTask:
             raise ConfigError("few-shot prompts need train_path=FILE.jsonl")
         if self.template is not None and "{question}" not in self.template:
             raise ConfigError("template must contain '{question}'")
+
+    @classmethod
+    def create(cls, **options: Any) -> JsonlTask:
+        """Build from user options; unknown names and wrong types are ConfigErrors."""
+        return create_task(cls, **options)
 
     @property
     def version(self) -> str:
