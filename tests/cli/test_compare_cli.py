@@ -52,3 +52,24 @@ def test_compare_rejects_unknown_strategy():
         assert e.code == 2
     else:
         raise AssertionError("expected exit 2")
+
+
+def test_compare_offline_from_a_stored_pool(tmp_path):
+    db = tmp_path / "pool.db"
+    # an eval run with 8 samples per problem stores the pool
+    res = CliRunner().invoke(app, ["eval", "--task", "gsm8k", "--limit", "3", "-n", "8", "--backend", "scripted",
+                                   "-B", 'replies=["#### 3", "#### 18", "#### 3", "so 70000"]', "-B", "cycle=true",
+                                   "--store", str(db), "--json"])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(app, ["compare", "--task", "gsm8k", "--pool-run", "1", "--store", str(db),
+                                   "--strategies", "self-consistency,adaptive-consistency", "--orders", "3", "--json"])
+    assert res.exit_code == 0, res.output
+    rows = {r["strategy"]: r for r in json.loads(res.stdout[res.stdout.index("["):])}
+    sc = rows["self-consistency"]
+    # SC@8 replayed against its own matched baseline SC@8 from the same orders: identical
+    assert sc["matched_k"] == 8 and sc["delta"] == 0.0 and sc["accuracy"] == sc["matched_accuracy"]
+    ac = rows["adaptive-consistency"]
+    assert ac["matched_k"] <= 8 and ac["gen_tokens"] <= sc["gen_tokens"]
+    res = CliRunner().invoke(app, ["compare", "--task", "gsm8k", "--pool-run", "1", "--store", str(db),
+                                   "--strategies", "self-refine"])
+    assert res.exit_code != 0

@@ -109,3 +109,15 @@ async def test_pool_source_from_store_replays_stored_samples(tmp_path):
     replay = await create_strategy("self-consistency", n=3).run(_query(), src.backend("p", seed=0))
     assert replay.answer == "A" and replay.usage.completion_tokens == sum(s.usage.completion_tokens for s in samples)
     assert replay.candidates[0].sample.tokens is not None
+
+
+async def test_pool_refuses_prompts_other_than_the_problem_s():
+    from thinktwice.errors import CapabilityError
+
+    pool = await _live_samples(["s #### A"] * 4, 4)
+    b = PoolBackend(pool, prompt=_query().prompt)
+    assert len(await b.sample(_query().prompt, SamplingParams(), n=1)) == 1
+    with pytest.raises(CapabilityError):
+        await b.sample(_query().prompt.with_prefix("s #### A\nWait,"), SamplingParams(), n=1)
+    with pytest.raises(CapabilityError):
+        await create_strategy("usc", n=2).run(_query(), PoolBackend(pool, prompt=_query().prompt))

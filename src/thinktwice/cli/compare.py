@@ -1,11 +1,16 @@
 """``thinktwice compare``: several strategies on one task, each next to self-consistency at its own
 measured generated tokens (METHODS §1.5), in one table.
 
-Each strategy runs live through the eval harness. The matched baselines come from one pool of
-self-consistency samples drawn once per problem: first one sample per problem (which measures the
-mean tokens per sample ``t``), then enough to reach the largest matched ``k``; each strategy's
-baseline is SC@k (``k = round(G / t)``) replayed from that pool over ``--orders`` seeded orders, and
-the difference is paired by problem with a bootstrap interval.
+Live (default): each strategy runs through the eval harness. The matched baselines come from one
+pool of self-consistency samples drawn once per problem: first one sample per problem (which
+measures the mean tokens per sample ``t``), then enough to reach the largest matched ``k``; each
+strategy's baseline is SC@k (``k = round(G / t)``) replayed from that pool over ``--orders`` seeded
+orders, and the difference is paired by problem with a bootstrap interval.
+
+Offline (``--pool-run R``): the strategies *and* their baselines are replayed from the stored
+samples of run R with common random orders, so the comparison is paired sample by sample and no
+model is called. Only strategies that sample the problem's own prompt can be replayed (voting,
+selection, adaptive stopping, DeepConf); the others are refused with a clear error.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from thinktwice.cli.common import (
     SeedOpt,
     StoreOpt,
     backend_from_options,
+    default_store,
     err,
     out,
     parse_kv,
@@ -47,9 +53,15 @@ def _specs(strategies: str) -> list[str]:
 async def run_compare(
     task: Any, problems: list[Any], specs: list[str], backend: Any, *, budget_tokens: int | None = None,
     seed: int = 0, orders: int = 4, max_k: int = 64, concurrency: int = 16, store: Any = None,
-    config: dict[str, Any] | None = None,
+    config: dict[str, Any] | None = None, pool: Any = None,
 ) -> list[dict[str, Any]]:
-    """Run every strategy, then its matched SC baseline; one result row (a dict) per strategy."""
+    """Run every strategy, then its matched SC baseline; one result row (a dict) per strategy.
+
+    With ``pool`` (a PoolSource) everything is replayed from it and ``backend`` is not used.
+    """
+    if pool is not None:
+        return await _compare_offline(task, problems, specs, pool, budget_tokens=budget_tokens, seed=seed,
+                                      orders=orders, max_k=max_k)
     from thinktwice.eval.matched import draw_pool, matched_k, paired_difference, replay_strategy
     from thinktwice.eval.runner import evaluate
     from thinktwice.eval.stats import wilson_ci
@@ -104,6 +116,39 @@ async def run_compare(
     return rows
 
 
+async def _compare_offline(
+    task: Any, problems: list[Any], specs: list[str], source: Any, *, budget_tokens: int | None, seed: int,
+    orders: int, max_k: int,
+) -> list[dict[str, Any]]:
+    from thinktwice.eval.matched import matched_k, paired_difference, replay_strategy
+    from thinktwice.eval.stats import bootstrap_ci
+    from thinktwice.strategies import create_strategy
+    from thinktwice.strategies.self_consistency import SelfConsistency
+    from thinktwice.types import Budget
+
+    strategies = [create_strategy(s) for s in specs]
+    budget = Budget(max_tokens=budget_tokens) if budget_tokens else None
+    seeds = [seed + i for i in range(orders)]
+    t = source.mean_completion_tokens() or 1.0
+    cap = min(max_k, source.min_size())
+    rows = []
+    for spec, strat in zip(specs, strategies):
+        err.print(f"replaying {spec} on {len(problems)} problems x {orders} orders")
+        res = await replay_strategy(strat, source, task, problems, seeds=seeds, budget=budget)
+        k = matched_k(res.per_problem("completion_tokens"), t, cap)
+        base = await replay_strategy(SelfConsistency(n=k), source, task, problems, seeds=seeds)
+        diff = paired_difference(res.accuracy, base.accuracy, seed=seed)
+        lo, hi = bootstrap_ci(res.accuracy, seed=seed)
+        rows.append({
+            "strategy": spec, "run": None, "n": len(problems), "accuracy": res.mean_accuracy, "ci95": [lo, hi],
+            "gen_tokens": res.per_problem("completion_tokens"), "prompt_tokens": res.per_problem("prompt_tokens"),
+            "calls": res.per_problem("calls"), "failed": 0, "matched_k": k, "tokens_per_sample": t,
+            "matched_accuracy": base.mean_accuracy, "matched_gen_tokens": base.per_problem("completion_tokens"),
+            "delta": diff.delta, "delta_ci95": [diff.lo, diff.hi],
+        })
+    return rows
+
+
 def _print_rows(rows: list[dict[str, Any]], title: str) -> None:
     table = Table(title=title)
     for col in ("strategy", "accuracy ± 95% CI", "gen tok/problem", "prompt tok/problem", "calls/problem",
@@ -144,9 +189,10 @@ def register(app: typer.Typer) -> None:
         orders: int = typer.Option(4, "--orders", help="Pool orders averaged for each matched baseline."),
         max_k: int = typer.Option(64, "--max-k", help="Largest matched self-consistency size."),
         json_out: bool = typer.Option(False, "--json", help="Print JSON rows instead of a table."),
+        pool_run: int | None = typer.Option(None, "--pool-run",
+                                            help="Replay everything offline from this stored run's samples."),
     ) -> None:
         """Compare strategies, each against self-consistency at its own generated tokens."""
-        import json
         import os
 
         from thinktwice.registry import tasks
@@ -155,6 +201,10 @@ def register(app: typer.Typer) -> None:
         if orders < 1 or max_k < 1:
             raise ConfigError("--orders and --max-k must be >= 1")
         t = tasks.create(task, **parse_kv(task_options))
+        if pool_run is not None:
+            rows = _offline(t, task, specs, default_store(store), pool_run, limit, budget_tokens, seed, orders, max_k)
+            _emit(rows, json_out, f"{task}: run {pool_run}'s pool, replayed offline")
+            return
         problems = list(t.load(split, limit=limit))
         if not problems:
             raise ConfigError(f"task {task!r} has no problems in split {split!r}")
@@ -179,7 +229,32 @@ def register(app: typer.Typer) -> None:
                 rows = run_async(go(st))
         else:
             rows = run_async(go(None))
-        if json_out:
-            out.print_json(json.dumps(rows))
-        else:
-            _print_rows(rows, f"{task}: {len(problems)} problems, backend {backend}")
+        _emit(rows, json_out, f"{task}: {len(problems)} problems, backend {backend}")
+
+
+def _emit(rows: list[dict[str, Any]], json_out: bool, title: str) -> None:
+    import json
+
+    if json_out:
+        out.print_json(json.dumps(rows))
+    else:
+        _print_rows(rows, title)
+
+
+def _offline(task: Any, task_name: str, specs: list[str], store_path: Path, run_id: int, limit: int | None,
+             budget_tokens: int | None, seed: int, orders: int, max_k: int) -> list[dict[str, Any]]:
+    from thinktwice.eval.store import RunStore
+    from thinktwice.lm.pool import PoolSource
+
+    if not store_path.exists():
+        raise ConfigError(f"no run store at {store_path}; pass --store")
+    with RunStore(store_path) as st:
+        info = st.get_run(run_id)
+        if info.task != task_name:
+            raise ConfigError(f"run {run_id} holds samples of task {info.task!r}, not {task_name!r}; pass --task {info.task}")
+        source = PoolSource.from_store(st, run_id)
+        problems = [p for p in st.problems(run_id) if source.size(p.id) > 0][:limit]
+    if not problems:
+        raise ConfigError(f"run {run_id} has no stored samples to replay")
+    return run_async(run_compare(task, problems, specs, None, budget_tokens=budget_tokens, seed=seed,
+                                 orders=orders, max_k=max_k, pool=source))

@@ -105,7 +105,9 @@ async def replay_strategy(
 ) -> ReplayResult:
     """Run ``strategy`` on each problem against its stored pool, once per pool order in ``seeds``.
 
-    The same seed gives every strategy the same sample stream (common random numbers).
+    The same seed gives every strategy the same sample stream (common random numbers). A pool of
+    ``N`` samples acts as a sample budget of ``N``: a strategy whose cap exceeds the pool stops at
+    the pool's end with ``stopped_because="budget"`` instead of failing.
     """
     sem = asyncio.Semaphore(max(1, concurrency))
     acc = [0.0] * len(problems)
@@ -114,7 +116,11 @@ async def replay_strategy(
 
     async def one(i: int, p: Problem, s: int) -> None:
         async with sem:
-            d = await strategy.run(Query.from_task(task, p), source.backend(p.id, seed=s), budget, seed=s)
+            q = Query.from_task(task, p)
+            cap = source.size(p.id)
+            limit = Budget(**{**(budget or Budget()).to_dict(),
+                              "max_samples": min(cap, budget.max_samples) if budget and budget.max_samples else cap})
+            d = await strategy.run(q, source.backend(p.id, seed=s, prompt=q.prompt), limit, seed=s)
             acc[i] += float(task.grade(d.answer, p)) / len(seeds)
             usage[0] = usage[0] + d.usage
             drawn[0] += sum(1 for c in d.candidates if c.stage == "sample")

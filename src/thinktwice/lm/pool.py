@@ -23,7 +23,7 @@ import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 
-from thinktwice.errors import BackendError
+from thinktwice.errors import BackendError, CapabilityError
 from thinktwice.lm.base import TokenMonitor, estimate_tokens
 from thinktwice.types import Capabilities, Prompt, Sample, SamplingParams, TokenStat, Usage
 
@@ -59,7 +59,10 @@ class PoolBackend:
 
     Every call takes the next ``n`` samples of that order, whatever the prompt or sampling
     seed, so two strategies replayed with the same ``seed`` see the same stream (common random
-    numbers). ``prompt_tokens`` is what one call's prompt costs; by default the largest prompt
+    numbers). When ``prompt`` is given, a call with any other prompt (a refinement turn, a
+    verification question) raises CapabilityError: a pool holds answers to the problem's own
+    prompt only, and serving them to another prompt would replay nonsense silently.
+    ``prompt_tokens`` is what one call's prompt costs; by default the largest prompt
     count stored with the samples, else an estimate from the prompt text. ``max_tokens`` and
     ``monitor`` truncate samples that carry token statistics; usage bills the served tokens.
 
@@ -78,8 +81,10 @@ class PoolBackend:
         capabilities: Capabilities | None = None,
         prompt_tokens: int | None = None,
         shuffle: bool = True,
+        prompt: Prompt | None = None,
     ) -> None:
         self.model = model
+        self.prompt = prompt
         self.samples = tuple(samples)
         self.capabilities = capabilities or pool_capabilities(self.samples)
         self.prompt_tokens = prompt_tokens if prompt_tokens is not None else _prompt_tokens(self.samples)
@@ -100,6 +105,12 @@ class PoolBackend:
     async def sample(
         self, prompt: Prompt, params: SamplingParams, n: int = 1, *, monitor: TokenMonitor | None = None
     ) -> list[Sample]:
+        if self.prompt is not None and prompt != self.prompt:
+            raise CapabilityError(
+                "this strategy asks the model something other than the problem's prompt (a "
+                f"{'continuation' if prompt.assistant_prefix else 'follow-up'}); a sample pool can "
+                "only replay the original prompt. Run it live instead."
+            )
         if n > self.remaining:
             raise PoolExhausted(
                 f"pool of {len(self.samples)} samples has {self.remaining} left; {n} were asked for. "

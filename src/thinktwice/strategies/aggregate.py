@@ -108,7 +108,8 @@ class UniversalSelfConsistency(_Aggregator):
             return self._fallback(ctx, cands, v, "unparsable choice", stopped)
         i = order[x]
         ctx.note("select", response=x, candidate=i, answer=cands[i].answer)
-        share = v.tallies.get(cands[i].answer or "", 0.0) / max(1, sum(c.answer is not None for c in cands))
+        cls = next((c for c in v.classes if i in c.members), None)
+        share = len(cls.members) / max(1, sum(c.answer is not None for c in cands)) if cls else None
         return Verdict(cands[i].answer, share, cands + [reply], i, stopped_because=stopped, votes=v.tallies)
 
 
