@@ -103,3 +103,4 @@ def test_calibrate_missing_tokens_named_signal_errors(tmp_path, capsys) -> None:
                        answers=["1", "2"], correct=[True, False])
     code, _, err = run_cli(["calibrate", "--run", str(rid), "--store", str(db), "--signals", "self-certainty"], capsys)
     assert code == 2 and "full next-token distribution" in err
+

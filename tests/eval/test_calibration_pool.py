@@ -12,7 +12,7 @@ from thinktwice.eval.signal_eval import load_pools, report_pools, resolve_signal
 from thinktwice.eval.store import RunStore
 from thinktwice.lm.meter import Meter
 from thinktwice.lm.scripted import ScriptedBackend, synthetic_stat, tokenize
-from thinktwice.types import Problem, Sample
+from thinktwice.types import Capabilities, Problem, Sample
 
 
 def sample(text: str, conf: float, tokens: bool = True) -> Sample:
@@ -89,6 +89,17 @@ async def test_model_signal_scores_are_stored_and_reused(tmp_path) -> None:
     assert np.allclose(first["verbalized"], 0.7) and np.allclose(again["verbalized"], 0.7)
     # distinct texts per problem: 3 ("so right" repeated once)
     assert calls == 4 * 3
+
+
+def test_resolve_signals_checks_live_backend_capabilities() -> None:
+    caps = Capabilities(logprobs=True, top_logprobs=5)  # no full vocabulary
+    with pytest.raises(CapabilityError, match="full_vocab"):
+        resolve_signals("self-certainty", has_model=True, capabilities=caps, backend_name="openai")
+    skipped: list[str] = []
+    names = {s.name for s in resolve_signals("all", has_model=True, capabilities=caps,
+                                             on_skip=lambda n, r: skipped.append(n))}
+    assert {"self-certainty", "token-entropy"} <= set(skipped)
+    assert "deepconf-mean" in names and "self-certainty" not in names
 
 
 def test_load_pools_refuses_an_empty_run(tmp_path) -> None:

@@ -45,12 +45,14 @@ def _fmt(v: float, ci: tuple[float, float] | None) -> str:
 
 def _table(reports: list[Any], title: str) -> Table:
     t = Table(title=title)
-    for col in ("signal", "AUROC", "ECE", "Brier", "sel.acc@50", "sel.acc@80", "sel.acc@100", "n", "map"):
+    for col in ("signal", "AUROC", "AUROC/problem", "ECE", "Brier", "sel.acc@50", "sel.acc@80", "sel.acc@100",
+                "n", "map"):
         t.add_column(col, justify="left" if col in ("signal", "map") else "right", no_wrap=col == "signal")
     for r in sorted(reports, key=lambda r: -(r.auroc if not math.isnan(r.auroc) else -1)):
         sel = [_fmt(r.selective.get(c, math.nan), r.ci.get(f"sel@{c:g}")) for c in (0.5, 0.8, 1.0)]
         n = f"{r.n}" + (f" (-{r.n_missing})" if r.n_missing else "")
-        t.add_row(escape(r.signal), _fmt(r.auroc, r.ci.get("auroc")), _fmt(r.ece, r.ci.get("ece")),
+        t.add_row(escape(r.signal), _fmt(r.auroc, r.ci.get("auroc")), _fmt(r.auroc_within, None),
+                  _fmt(r.ece, r.ci.get("ece")),
                   _fmt(r.brier, r.ci.get("brier")), *sel, n, r.mapping)
     return t
 
@@ -95,6 +97,16 @@ def run_calibrate(
         skipped.append((name, reason))
         err.print(f"[yellow]skipping {escape(name)}: {escape(reason)}")
 
+    # in live mode the backend's capabilities are checked before anything is drawn
+    live_caps = backend.capabilities if (task is not None and backend is not None) else None
+    try:
+        sigs = resolve_signals(signals, has_model=backend is not None, on_skip=on_skip, options=signal_options,
+                               capabilities=live_caps, backend_name=backend_spec or "backend")
+    except BaseException:
+        if backend is not None:
+            run_async(backend.aclose())
+        raise
+
     async def go(st: RunStore) -> tuple[int, list[Any], dict[str, Any]]:
         try:
             rid = run
@@ -113,7 +125,6 @@ def run_calibrate(
             if rid is None:  # unreachable: checked above
                 raise ConfigError("no run to calibrate")
             pools = load_pools(st, rid, stage=stage if stage != "all" else None)
-            sigs = resolve_signals(signals, has_model=backend is not None, on_skip=on_skip, options=signal_options)
             lm = Meter(backend) if backend is not None else None
             scores = await score_pools(pools, sigs, lm, skip_missing=signals.strip() == "all", on_skip=on_skip,
                                        concurrency=concurrency, store=st, run_id=rid, rescore=rescore)

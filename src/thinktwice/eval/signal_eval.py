@@ -19,14 +19,15 @@ from typing import Any
 
 import numpy as np
 
-from thinktwice.errors import ConfigError, UnknownNameError
+from thinktwice.errors import CapabilityError, ConfigError, UnknownNameError
 from thinktwice.eval.calibration import SignalReport, signal_report
 from thinktwice.eval.store import RunStore
 from thinktwice.lm.meter import Meter
 from thinktwice.registry import signals as signal_registry
+from thinktwice.signals.base import check_requires
 from thinktwice.signals.confidence import TokenSignal, score_token_signals
 from thinktwice.tasks.base import Query
-from thinktwice.types import Candidate, Problem, Prompt, SamplingParams
+from thinktwice.types import Candidate, Capabilities, Problem, Prompt, SamplingParams
 
 __all__ = [
     "ExactAnswers",
@@ -122,14 +123,17 @@ def needs_model(signal: Any) -> bool:
 
 def resolve_signals(
     spec: str | Sequence[str], *, has_model: bool, on_skip: Skip | None = None,
-    options: Mapping[str, Mapping[str, Any]] | None = None,
+    options: Mapping[str, Mapping[str, Any]] | None = None, capabilities: Capabilities | None = None,
+    backend_name: str = "backend",
 ) -> list[Any]:
     """Build the signals named in ``spec`` (comma-separated names or ``all``), each with its
     ``options[name]``.
 
     With ``all``, signals that call the model are skipped (reported to ``on_skip``) when there is
     no model, and so are signals that cannot be built without options (e.g. ``reward-model``
-    needs a url); a named signal that needs a model or is misconfigured raises ConfigError.
+    needs a url); a named signal that needs a model or is misconfigured raises ConfigError. With
+    ``capabilities`` (a live backend's), a signal whose ``requires`` it lacks raises
+    CapabilityError (``all``: skipped).
     """
     names = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
     if not names:
@@ -153,6 +157,15 @@ def resolve_signals(
                     on_skip(n, "calls the model; pass --backend to include it")
                 continue
             raise ConfigError(f"signal {n!r} calls the model; pass --backend to score a stored run with it")
+        if capabilities is not None:
+            try:
+                check_requires(sig, capabilities, backend_name)
+            except CapabilityError as e:
+                if not everything:
+                    raise
+                if on_skip is not None:
+                    on_skip(n, str(e))
+                continue
         out.append(sig)
     return out
 

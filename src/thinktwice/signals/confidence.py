@@ -83,21 +83,23 @@ _WHAT = {
 }
 
 
-def _missing(signal: str, need: str, candidate: Candidate) -> CapabilityError:
+def _missing(signal: str, need: str, candidate: Candidate, backend: str | None = None) -> CapabilityError:
     s = candidate.sample
-    src = f"backend {s.endpoint or s.model or 'unknown'!r}"
+    src = f"backend {backend or s.endpoint or s.model or 'unknown'!r}"
     return CapabilityError(
         f"signal {signal!r} needs {_WHAT[need]}; the samples carry none ({src} without them). "
         "Sample with logprobs on a backend that returns them, or pick another signal."
     )
 
 
-def candidate_arrays(candidates: Sequence[Candidate], signal: str, need: str = "logprobs") -> list[TokenArrays]:
+def candidate_arrays(
+    candidates: Sequence[Candidate], signal: str, need: str = "logprobs", backend: str | None = None
+) -> list[TokenArrays]:
     """Each candidate's tokens as :class:`TokenArrays`; CapabilityError names what is missing."""
     out = []
     for c in candidates:
         if c.sample.tokens is None:
-            raise _missing(signal, need, c)
+            raise _missing(signal, need, c, backend)
         out.append(TokenArrays.from_tokens(c.sample.tokens))
     return out
 
@@ -131,12 +133,12 @@ class TokenSignal:
             self.check(a, c)
         return [self.value(a) for a in arrays]
 
-    def score_sync(self, candidates: Sequence[Candidate]) -> list[float]:
+    def score_sync(self, candidates: Sequence[Candidate], backend: str | None = None) -> list[float]:
         """The scores without an event loop (token signals make no calls)."""
-        return self.score_arrays(candidate_arrays(candidates, self.name, self.need), candidates)
+        return self.score_arrays(candidate_arrays(candidates, self.name, self.need, backend), candidates)
 
     async def score(self, query: Query, candidates: Sequence[Candidate], lm: Meter | None = None) -> list[float]:
-        return self.score_sync(candidates)
+        return self.score_sync(candidates, lm.name if lm is not None else None)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config})"

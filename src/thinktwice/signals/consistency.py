@@ -259,14 +259,14 @@ class RPC:
     def __init__(self, config: RPCConfig | None = None, **options: bool) -> None:
         self.config = config or RPCConfig(**options)
 
-    def score_sync(self, query: Query, candidates: Sequence[Candidate]) -> list[float]:
-        arrays = candidate_arrays(candidates, self.name)
+    def score_sync(self, query: Query, candidates: Sequence[Candidate], backend: str | None = None) -> list[float]:
+        arrays = candidate_arrays(candidates, self.name, backend=backend)
         probs = [math.exp(m) if not math.isnan(m := mean_logprob(a)) else 0.0 for a in arrays]
         out, _ = rpc_scores(_classes(query, candidates), [c.sample.text for c in candidates], probs, self.config)
         return out
 
     async def score(self, query: Query, candidates: Sequence[Candidate], lm: Meter | None = None) -> list[float]:
-        return self.score_sync(query, candidates)
+        return self.score_sync(query, candidates, lm.name if lm is not None else None)
 
 
 # --- USC ----------------------------------------------------------------------------------------
@@ -333,7 +333,9 @@ class USCAgreement:
         if n == 1:
             return [1.0]
         order = list(range(n))
-        random.Random(query_seed(query, USC_PROMPT_VERSION)).shuffle(order)
+        seed = query_seed(query, USC_PROMPT_VERSION)
+        random.Random(seed).shuffle(order)
+        log.debug("usc-agreement: problem %s shown in order %s (seed %d)", query.problem.id, order, seed)
         prompt = usc_prompt(query.question, [candidates[i].sample.text for i in order])
         params = SamplingParams(max_tokens=self.config.max_tokens, temperature=0.0, logprobs=False)
         (reply,) = await lm.sample(prompt, params, 1, stage=self.name)
