@@ -52,6 +52,11 @@ logger = logging.getLogger(__name__)
 _CONTEXT_RE = re.compile(r"context.?length|maximum context|too many tokens|prompt is too long|"
                          r"exceeds? the (?:model'?s? )?(?:max|context)", re.IGNORECASE)
 _MAX_TOP = 20  # the OpenAI API's limit on top_logprobs
+# httpcore's pool scans all of its connections on every request and response, so its cost per
+# request grows with the pool size; several small clients (least-loaded first) keep it flat.
+# Measured in bench/http_client.py: at concurrency 64, 8 clients of 8 connections spent about half
+# the CPU per request of one client with 64.
+_CONNECTIONS_PER_CLIENT = 8
 
 
 class OpenAIBackend:
@@ -119,7 +124,8 @@ class OpenAIBackend:
                                   cooldown_max_s=cooldown_max_s, max_concurrency=endpoint_max_concurrency)
         self._rng = random.Random(seed)
         self._n_cap: int | None = None  # most choices the server returned for one request, once it fell short
-        self._client: httpx.AsyncClient | None = None
+        self._clients: list[httpx.AsyncClient] = []
+        self._client_load: list[int] = []
         self._sem: asyncio.Semaphore | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._counts = {"requests": 0, "calls": 0, "samples": 0, "failures": 0, "n_fallbacks": 0}
@@ -127,28 +133,32 @@ class OpenAIBackend:
         self._backoff_s = 0.0
 
     # -- lifecycle ------------------------------------------------------------------------------
-    def _ensure(self) -> tuple[httpx.AsyncClient, asyncio.Semaphore]:
+    def _ensure(self) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()
-        if self._loop is not loop or self._client is None or self._sem is None:
+        if self._loop is not loop or not self._clients or self._sem is None:
             # asyncio primitives and pooled connections belong to one loop: a new loop gets new ones.
             headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-            limit = self.max_concurrency + 4
-            self._client = httpx.AsyncClient(
+            k = -(-self.max_concurrency // _CONNECTIONS_PER_CLIENT)
+            # Least-loaded choice under the semaphore keeps each client at <= ceil(max_concurrency / k).
+            limit = -(-self.max_concurrency // k) + 1
+            self._clients = [httpx.AsyncClient(
                 headers=headers,
                 timeout=httpx.Timeout(self.timeout_s, connect=min(self.timeout_s, 10.0), pool=None),
                 limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
-            )
+            ) for _ in range(k)]
+            self._client_load = [0] * k
             self._sem = asyncio.Semaphore(self.max_concurrency)
             self._pool.reset_semaphores()
             self._loop = loop
-        return self._client, self._sem
+        return self._sem
 
     async def aclose(self) -> None:
-        client, loop = self._client, self._loop
-        self._client, self._loop, self._sem = None, None, None
+        clients, loop = self._clients, self._loop
+        self._clients, self._loop, self._sem = [], None, None
         # Pooled connections of another (finished) loop cannot be closed from this one: drop them.
-        if client is not None and loop is asyncio.get_running_loop():
-            await client.aclose()
+        if clients and loop is asyncio.get_running_loop():
+            for client in clients:
+                await client.aclose()
 
     async def __aenter__(self) -> OpenAIBackend:
         return self
@@ -321,7 +331,8 @@ class OpenAIBackend:
 
     # -- HTTP with retries ----------------------------------------------------------------------
     async def _post(self, path: str, body: dict[str, Any]) -> tuple[dict[str, Any], Endpoint, float]:
-        client, sem = self._ensure()
+        sem = self._ensure()
+        clients, load = self._clients, self._client_load
         pol, attempt = self.retry, 0
         while True:
             retry_after: float | None = None
@@ -331,6 +342,9 @@ class OpenAIBackend:
                 while ep is None:
                     await asyncio.sleep(max(self._pool.wait_s(), 0.01))
                     ep = self._pool.pick()
+                ci = 0 if len(load) == 1 else min(range(len(load)), key=load.__getitem__)
+                client = clients[ci]
+                load[ci] += 1
                 ep.in_flight += 1
                 ep.requests += 1
                 self._counts["requests"] += 1
@@ -374,6 +388,7 @@ class OpenAIBackend:
                             raise self._client_error(status, detail)
                 finally:
                     ep.in_flight -= 1
+                    load[ci] -= 1
             if attempt >= pol.max_retries or (retry_after is not None and retry_after > pol.retry_after_max_s):
                 self._counts["failures"] += 1
                 kind = RateLimited if status == 429 else BackendUnavailable
