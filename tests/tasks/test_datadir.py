@@ -56,3 +56,12 @@ def test_task_options_are_checked() -> None:
     with pytest.raises(ConfigError, match="'timeout_s'"):
         tasks.create("humaneval", timeout_s="slow")
     assert tasks.create("humaneval", timeout_s=3).timeout_s == 3  # an int is a valid float
+
+
+def test_hub_fallback_used_only_without_local_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("THINKTWICE_DATA", str(tmp_path))
+    src, rows = load_rows("nowhere/x.jsonl", data_dir=None, path=None, required=(),
+                          hub=lambda: iter([{"question": "q1"}, {"question": "q2"}]))
+    assert src == "hub" and [r["__line__"] for r in rows] == [1, 2]
+    with pytest.raises(DataError, match="hub unavailable"):
+        load_rows("nowhere/x.jsonl", data_dir=None, path=None, required=(), hub=lambda: None)

@@ -142,3 +142,26 @@ def test_reward_model_config_validation() -> None:
     with pytest.raises(ConfigError):
         RewardModelSignal(url="http://x", retries=-1)
     assert math.isfinite(RewardModelSignal(url="http://x").config.timeout_s)
+
+
+async def test_code_exec_does_not_block_the_event_loop() -> None:
+    import asyncio
+
+    task = HumanEvalTask()
+    query = Query.from_task(task, PROBLEM)
+    slow = "```python\nimport time\ndef add(a, b):\n    time.sleep(0.5)\n    return a + b\n```"
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    t = asyncio.ensure_future(ticker())
+    try:
+        scores = await CodeExecutionSignal(timeout_s=5).score(query, _cands(task, [slow]), _meter())
+    finally:
+        t.cancel()
+    assert scores == [1.0]
+    assert ticks >= 5  # the loop kept ticking (every 10 ms) during the 0.5 s sandboxed run
