@@ -189,3 +189,9 @@ def test_temp_dir_is_removed() -> None:
     r = run_sandboxed("import os\nprint(os.getcwd())")
     assert r.passed
     assert not Path(r.stdout.strip()).exists()
+
+
+def test_tempfile_lands_in_the_sandbox_dir() -> None:
+    r = run_sandboxed("import tempfile, os\nfd, p = tempfile.mkstemp()\nos.write(fd, b'x')\nprint(p)")
+    assert r.passed, r.stderr
+    assert "thinktwice-sbx-" in r.stdout

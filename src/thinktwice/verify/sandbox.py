@@ -4,12 +4,12 @@ Layers, strongest first (each one degrades silently when the host does not allow
 
 1. Kernel: a fresh session/process group (killed as a whole on exit or timeout); when running as
    root, a private network namespace (``unshare(CLONE_NEWNET)``: no interfaces but a down
-   loopback) and a switch to a throw-away uid with no groups, so files outside the sandbox's
-   temporary directory are not writable and ``RLIMIT_NPROC`` bounds fork bombs; resource limits
-   on address space, CPU seconds, file size, open files and core dumps.
+   loopback) and a switch to a throw-away uid with no groups, so the code cannot touch the
+   caller's files (world-writable places such as /tmp excepted) and ``RLIMIT_NPROC`` bounds fork
+   bombs; resource limits on address space, CPU seconds, file size, open files and core dumps.
 2. Process: ``python -I -S`` (isolated: no site, no user paths, no ``PYTHON*`` variables), a
-   scrubbed environment (``PATH``, ``HOME`` = the temporary directory, ``LANG``), a fresh working
-   directory deleted afterwards, a wall-clock timeout.
+   scrubbed environment (``PATH``, ``LANG``, and ``HOME`` = ``TMPDIR`` = the working directory),
+   a fresh working directory deleted afterwards, a wall-clock timeout.
 3. In-process guard (defence in depth, NOT a jail: ``ctypes`` can get around it): an audit hook
    installed before the candidate's code runs refuses sockets, subprocesses and writes, deletes
    or renames outside the working directory.
@@ -360,7 +360,7 @@ def run_sandboxed(
         if uid is not None:
             for p in (work, work / "solution.py", work / "main.py"):
                 os.chown(p, uid, uid)
-        env = {"PATH": "/usr/bin:/bin", "HOME": str(work), "LANG": "C.UTF-8"}
+        env = {"PATH": "/usr/bin:/bin", "HOME": str(work), "TMPDIR": str(work), "LANG": "C.UTF-8"}
         out_path, err_path = outer / "stdout", outer / "stderr"
         with out_path.open("wb") as out_f, err_path.open("wb") as err_f:
             try:
