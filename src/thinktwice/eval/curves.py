@@ -48,6 +48,7 @@ __all__ = [
     "pass_at_k_points",
     "permutations",
     "replay",
+    "replay_detail",
     "summarize",
     "table_ks",
 ]
@@ -262,6 +263,19 @@ def replay(
     return curves
 
 
+def replay_detail(
+    pool: PoolData, spec: CurveSpec, orders: np.ndarray, *, native_n: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per order, problem and budget: (correct, samples used, calls, generated tokens), each (B, P, K).
+
+    What :func:`replay` averages; for checking a replay against live strategy runs on the same orders.
+    """
+    orders = np.asarray(orders)
+    if orders.ndim != 3 or orders.shape[1:] != pool.shape:
+        raise ConfigError(f"orders must have shape (B, {pool.shape[0]}, {pool.shape[1]}), got {orders.shape}")
+    return _Engine(pool, orders, native_n).run(spec)
+
+
 def pass_at_k_points(pool: PoolData, *, n_boot: int = 1000, seed: int = 0) -> Curve:
     """The oracle ceiling: unbiased pass@k for k = 1..N with a bootstrap band over problems."""
     P, N = pool.labels.shape
@@ -380,7 +394,7 @@ class _Engine:
         return correct, used, calls, tokens
 
     def _stopping(self, spec: CurveSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        B, P, N = self.shape
+        N = self.shape[2]
         sc_correct, v1, v2 = self.majority()
         if spec.kind == "adaptive-consistency":
             fire = beta_stop_table(N)[v1, v2] >= spec.threshold
