@@ -78,6 +78,7 @@ def run_calibrate(
     backend_spec: str | None, backend_kw: dict[str, Any], task: str | None, n: int, limit: int | None,
     split: str, concurrency: int, seed: int, stage: str, n_boot: int, bins: int, rescore: bool,
     signal_options: dict[str, dict[str, Any]] | None = None, plots: bool = True,
+    task_options: dict[str, Any] | None = None,
 ) -> int:
     """The command's body; returns the run id it calibrated."""
     import json
@@ -113,13 +114,14 @@ def run_calibrate(
             if task is not None:
                 from thinktwice.registry import tasks
 
-                t = tasks.create(task)
+                t = tasks.create(task, **(task_options or {}))
                 problems = list(t.load(split, limit=limit))
                 if not problems:
                     raise ConfigError(f"task {task!r} has no problems in split {split!r}")
                 err.print(f"drawing {n} samples for {len(problems)} problems of {task} ...")
                 rid = await draw_pool(t, backend, problems, st, n=n, seed=seed, concurrency=concurrency,
-                                      config={"task": task, "split": split, "limit": limit, "backend": backend_spec},
+                                      config={"task": task, "task_options": task_options or {}, "split": split,
+                                              "limit": limit, "backend": backend_spec},
                                       on_progress=lambda d, tot: err.print(f"  {d}/{tot}", end="\r"))
                 err.print(f"stored pool as run {rid} -> {store_path}")
             if rid is None:  # unreachable: checked above
@@ -179,6 +181,8 @@ def register(app: typer.Typer) -> None:
         out_dir: Path | None = typer.Option(None, "--out", help="Folder for the PNG plots (default ./calibration-runN)."),
         json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
         task: str | None = typer.Option(None, "--task", "-t", help="Draw a fresh pool of this task (live mode)."),
+        task_options: list[str] | None = typer.Option(None, "--task-option", "-T",
+                                                      help="Task option key=value (live mode), e.g. max_tokens=256."),
         backend: str | None = typer.Option(None, "--backend", "-b",
                                            help="Backend for live mode and for signals that call the model."),
         backend_options: list[str] | None = BackendOptionsOpt,
@@ -211,7 +215,8 @@ def register(app: typer.Typer) -> None:
         run_calibrate(store_path=default_store(store), run=run, signals=signals, out_dir=out_dir, json_out=json_out,
                       backend_spec=backend, backend_kw=kw, task=task, n=n, limit=limit, split=split,
                       concurrency=concurrency, seed=seed, stage=stage, n_boot=n_boot, bins=bins, rescore=rescore,
-                      signal_options=_signal_options(signal_option), plots=plots)
+                      signal_options=_signal_options(signal_option), plots=plots,
+                      task_options=parse_kv(task_options))
 
 
 def _signal_options(pairs: list[str] | None) -> dict[str, dict[str, Any]]:
