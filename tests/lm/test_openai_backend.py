@@ -107,6 +107,16 @@ async def test_native_n_is_one_request_and_usage_follows_the_convention() -> Non
     assert [s.text for s in samples] == [c["message"]["content"] for c in resp["choices"]]
 
 
+async def test_per_sample_completion_tokens_come_from_logprobs_when_they_add_up() -> None:
+    with FakeOpenAIServer(record=True) as srv:
+        async with OpenAIBackend(srv.url) as lm:
+            samples = await lm.sample(Q, SamplingParams(seed=4), n=3)
+        total = srv.log[0][2]["usage"]["completion_tokens"]
+    assert [s.usage.completion_tokens for s in samples] == [len(s.tokens or ()) for s in samples]
+    assert sum(s.usage.completion_tokens for s in samples) == total
+    assert len({s.usage.completion_tokens for s in samples}) > 1  # really per sample, not an even split
+
+
 async def test_fewer_choices_than_asked_are_completed_by_extra_requests(caplog: Any) -> None:
     with FakeOpenAIServer(max_n=2) as srv:
         async with OpenAIBackend(srv.url) as lm:

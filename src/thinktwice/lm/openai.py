@@ -286,10 +286,11 @@ class OpenAIBackend:
             total = u["completion_tokens"]
             details = u.get("prompt_tokens_details")
             cached = (details.get("cached_tokens") if isinstance(details, dict) else None) or 0
+            exact = [n for n in lens if n is not None]
             if len(texts) == 1:
                 per = [total]
-            elif None not in lens and sum(lens) == total:  # type: ignore[arg-type]
-                per = lens  # type: ignore[assignment]
+            elif len(exact) == len(lens) and sum(exact) == total:
+                per = exact
             else:  # the server reports one total: share it out by text length (sum stays exact)
                 per = _apportion(total, [estimate_tokens(t) for t in texts])
             return int(u.get("prompt_tokens") or 0), int(cached), per, False
