@@ -8,4 +8,4 @@ from __future__ import annotations
 from thinktwice.serve.app import ServerThread, create_app
 from thinktwice.serve.config import PASSTHROUGH, ServeConfig
 
-__all__ = ["create_app", "ServeConfig", "ServerThread", "PASSTHROUGH"]
+__all__ = ["PASSTHROUGH", "ServeConfig", "ServerThread", "create_app"]

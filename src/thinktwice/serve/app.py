@@ -29,7 +29,7 @@ from thinktwice.serve.metrics import Metrics
 from thinktwice.serve.passthrough import Upstream
 from thinktwice.serve.routes import router
 
-__all__ = ["create_app", "ServerThread", "uvicorn_options"]
+__all__ = ["ServerThread", "create_app", "uvicorn_options"]
 
 logger = logging.getLogger(__name__)
 

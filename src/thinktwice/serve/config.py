@@ -8,7 +8,7 @@ from typing import Any
 
 from thinktwice.errors import ConfigError
 
-__all__ = ["ServeConfig", "PASSTHROUGH"]
+__all__ = ["PASSTHROUGH", "ServeConfig"]
 
 PASSTHROUGH = "passthrough"
 """The strategy name that forwards a request to the upstream untouched."""

@@ -28,10 +28,29 @@ from thinktwice.strategies.base import BaseStrategy, RunContext, Strategy, Verdi
 from thinktwice.tasks.base import AnswerFormat, Query
 from thinktwice.types import Budget, Decision, Problem, Prompt, SamplingParams, Usage
 
-__all__ = ["Route", "PlainSample", "Backends", "resolve", "build_strategy", "run_decisions", "choice_extension",
-           "usage_block", "finish_reason", "valid_strategies"]
+__all__ = [
+    "Backends",
+    "PlainSample",
+    "Route",
+    "build_strategy",
+    "choice_extension",
+    "finish_reason",
+    "resolve",
+    "run_decisions",
+    "usage_block",
+    "valid_strategies",
+    "wants_logprobs",
+]
 
 _FINISH = {"stop", "length", "tool_calls", "content_filter", "function_call"}
+# Strategies that vote on answers alone: their samples are drawn without token logprobs, which
+# keeps upstream responses several times smaller. Every other strategy gets logprobs.
+_NO_TOKEN_STATS = frozenset({"self-consistency", "adaptive-consistency", "esc", PASSTHROUGH})
+
+
+def wants_logprobs(strategy: str) -> bool:
+    """True unless ``strategy`` is known to vote without token statistics."""
+    return strategy.partition(":")[0] not in _NO_TOKEN_STATS
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from collections import defaultdict
 
 from thinktwice.types import Usage
 
-__all__ = ["Metrics", "LATENCY_BUCKETS"]
+__all__ = ["LATENCY_BUCKETS", "Metrics"]
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
                    120.0, 300.0)

@@ -14,7 +14,6 @@ import itertools
 import json
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any
 
 import httpx
 from starlette.background import BackgroundTask

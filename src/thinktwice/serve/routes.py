@@ -21,6 +21,7 @@ from thinktwice.serve.decide import (
     run_decisions,
     usage_block,
     valid_strategies,
+    wants_logprobs,
 )
 from thinktwice.serve.errors import ProxyError, from_backend_error
 from thinktwice.serve.passthrough import forward
@@ -127,6 +128,7 @@ async def _decide(request: Request, req: ChatRequest | CompletionRequest, route:
         temperature=1.0 if req.temperature is None else req.temperature,
         top_p=1.0 if req.top_p is None else req.top_p,
         stop=tuple(req.stop or ()),
+        logprobs=wants_logprobs(route.strategy),
     )
     rid = new_id("chat" if chat else "completion")
     if isinstance(req, ChatRequest):

@@ -16,8 +16,13 @@ from thinktwice.serve.errors import ProxyError
 from thinktwice.types import Message, Prompt
 
 __all__ = [
-    "ChatMessage", "ChatRequest", "CompletionRequest", "StreamOptions", "ThinktwiceOptions",
-    "parse_request", "new_id",
+    "ChatMessage",
+    "ChatRequest",
+    "CompletionRequest",
+    "StreamOptions",
+    "ThinktwiceOptions",
+    "new_id",
+    "parse_request",
 ]
 
 

@@ -20,7 +20,7 @@ from thinktwice.serve.decide import choice_extension, finish_reason, usage_block
 from thinktwice.serve.errors import ProxyError, from_backend_error
 from thinktwice.types import Decision
 
-__all__ = ["sse", "text_pieces", "stream_decisions", "first_ready"]
+__all__ = ["first_ready", "sse", "stream_decisions", "text_pieces"]
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ async def stream_decisions(
                 if exc is not None:
                     try:
                         err = from_backend_error(exc)
-                    except Exception:  # noqa: BLE001 - reported to the client as an error event
+                    except Exception:
                         logger.error("decision failed", exc_info=exc)
                         err = ProxyError(500, "The proxy hit an internal error; it has been logged.")
                     yield sse(err.body())
