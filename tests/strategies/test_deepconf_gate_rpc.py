@@ -40,8 +40,17 @@ async def test_deepconf_online_stops_on_consensus_after_warm_up(make_query):
     assert d.stopped_because == "converged" and len(d.candidates) == 4 and len(b.calls) == 1
 
 
-async def test_deepconf_online_needs_monitor(make_query):
-    b = ScriptedBackend(["x #### A"], capabilities=Capabilities(logprobs=True, top_logprobs=5, native_n=True))
+async def test_deepconf_online_without_monitor_filters_after_the_fact(make_query, caplog):
+    good_a = Reply("x y #### A", confidence=0.9)
+    good_b = Reply("x y #### B", confidence=0.9)
+    low = Reply("a b c d e f #### B", confidence=[0.9, 0.9, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2])
+    caps = Capabilities(logprobs=True, top_logprobs=5, native_n=True)
+    b = ScriptedBackend([good_a, good_a, good_b, good_b, low, good_a, good_a, good_a], capabilities=caps)
+    d = await create_strategy("deepconf-online", warm_up=4, window=2, batch=4, max_samples=8).run(make_query(), b)
+    assert d.candidates[4].sample.usage.completion_tokens == 8  # not cut: the backend cannot stop it
+    assert d.answer == "A" and any(t.kind == "no-monitor" for t in d.trace)
+    assert "cannot stop a trace" in caplog.text
+    b = ScriptedBackend(["x #### A"], capabilities=Capabilities(native_n=True))
     with pytest.raises(CapabilityError):
         await create_strategy("deepconf-online").run(make_query(), b)
 

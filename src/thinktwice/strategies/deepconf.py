@@ -17,12 +17,15 @@ a sliding window of ``window`` tokens.
 Window: the paper's 2048 tokens. For short answers (the organism, GSM8K chains of ~100 tokens)
 no window ever fills, so nothing is cut mid-way; set ``window`` to a fraction of the typical
 trace length there (the adaptive benchmark uses 8). A trace shorter than the window is scored by
-its whole mean, and one that ends below the threshold is discarded like a cut one.
+its whole mean, and one that ends below the threshold is discarded like a cut one. On a backend
+without the ``monitor`` capability traces run to the end and are filtered afterwards (a warning
+is logged and the trace says so): the vote is the same, the token savings are not.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -46,6 +49,8 @@ from thinktwice.strategies.voting import vote
 from thinktwice.types import Candidate, SamplingParams, TokenStat
 
 __all__ = ["DeepConfOffline", "DeepConfOnline", "WindowMonitor", "lowest_group_confidence"]
+
+log = logging.getLogger(__name__)
 
 _SCORES = ("mean", "tail", "bottom10", "lowest")
 
@@ -158,8 +163,10 @@ class DeepConfOnline(BaseStrategy):
     async def decide(self, ctx: RunContext) -> Verdict:
         _require_tokens(ctx, self.name)
         if not ctx.meter.capabilities.monitor:
-            raise CapabilityError(f"deepconf-online needs a backend that can stop a trace mid-generation "
-                                  f"(monitor); {ctx.meter.name!r} cannot. Use deepconf-offline.")
+            # still correct, but no tokens are saved mid-generation: say so in the log and the trace
+            log.warning("backend %r cannot stop a trace mid-generation; deepconf-online filters "
+                        "finished traces only", ctx.meter.name)
+            ctx.note("no-monitor", detail="traces run to the end and are filtered afterwards")
         params = sampling_params(ctx, self.temperature, self.top_p, self.max_tokens, logprobs=True,
                                  top_logprobs=min(self.k, ctx.meter.capabilities.top_logprobs))
         fmt = ctx.query.answers
@@ -209,7 +216,7 @@ class DeepConfOnline(BaseStrategy):
 
         async def one(k: int, mon: TokenMonitor) -> list[Candidate] | None:
             try:
-                return await ctx.sample(k, params, monitor=mon)
+                return await ctx.sample(k, params, monitor=mon if ctx.meter.capabilities.monitor else None)
             except BudgetExhausted:
                 return None
 
