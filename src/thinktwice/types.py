@@ -265,7 +265,8 @@ class Capabilities:
     ``full_vocab``: exact entropy / self-certainty from the whole distribution. ``native_n``: one
     call returns n samples. ``prefix_sharing``: the prompt is evaluated once for n samples or
     reused across calls. ``continuation``: honours ``Prompt.assistant_prefix``. ``monitor``:
-    can stop a sequence mid-generation through a per-token callback.
+    can stop a sequence mid-generation through a per-token callback. ``hidden_states``: exposes the
+    latent layer (teacher-forced hidden states and logit lens; the ``hf`` backend).
     """
 
     logprobs: bool = False
@@ -276,6 +277,7 @@ class Capabilities:
     continuation: bool = False
     monitor: bool = False
     max_n: int = 1024
+    hidden_states: bool = False
 
     def has(self, need: str) -> bool:
         """True when the named capability is present (names as in ``Signal.requires``)."""
