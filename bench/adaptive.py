@@ -125,7 +125,14 @@ async def live_pool(backend_spec: str, task_name: str, limit: int, n: int, seed:
     from thinktwice.eval.matched import draw_pool
     from thinktwice.registry import tasks
 
-    task = tasks.create(task_name)
+    if task_name in tasks:
+        task = tasks.create(task_name)
+    elif task_name == "arith":  # the organism's task, before its registry line lands
+        from thinktwice.tasks.arith import ArithTask
+
+        task = ArithTask()
+    else:
+        task = tasks.create(task_name)  # raises the registry's "did you mean"
     problems = list(task.load("test", limit=limit))
     backend = lm.create(backend_spec)
     try:
