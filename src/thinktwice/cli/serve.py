@@ -45,7 +45,7 @@ def register(app: typer.Typer) -> None:
 
         from thinktwice.errors import ConfigError
         from thinktwice.serve import PASSTHROUGH, ServeConfig, create_app
-        from thinktwice.serve.app import uvicorn_options
+        from thinktwice.serve.app import build_backend, uvicorn_options
         from thinktwice.strategies import create_strategy
 
         key_text = keys if keys is not None else os.environ.get("THINKTWICE_API_KEYS", "")
@@ -71,7 +71,8 @@ def register(app: typer.Typer) -> None:
         if not cfg.api_keys and host not in ("127.0.0.1", "localhost", "::1"):
             err.print(f"[yellow]warning:[/yellow] listening on {host} without --keys: anyone who can reach it "
                       "can use the upstream")
-        where = ", ".join(cfg.upstreams) or "the embedded model"
+        backend = build_backend(cfg)  # here, so a missing model or package is a one-line error
+        where = ", ".join(cfg.upstreams) or f"the embedded model ({backend.model})"
         err.print(f"thinktwice proxy on http://{host}:{port}/v1 -> {where} (default strategy: {cfg.strategy})")
-        uvicorn.run(create_app(cfg), host=host, port=port, log_level="warning", access_log=False,
-                    **uvicorn_options())
+        uvicorn.run(create_app(cfg, backend=backend, own_backend=True), host=host, port=port, log_level="warning",
+                    access_log=False, **uvicorn_options())

@@ -51,9 +51,17 @@ def _build_backend(config: ServeConfig, model: str | None) -> Backend:
     return lm.create(lm.DEFAULT_BACKEND)
 
 
-def create_app(config: ServeConfig | None = None, *, backend: Backend | None = None) -> FastAPI:
-    """The proxy app. ``backend`` (e.g. a ScriptedBackend) replaces the one built from ``config``;
-    passthrough still forwards to ``config.upstreams`` when there are any."""
+def build_backend(config: ServeConfig) -> Backend:
+    """The default backend for ``config``: the ``openai`` backend over its upstreams, else the
+    embedded default model."""
+    return _build_backend(config, config.model)
+
+
+def create_app(config: ServeConfig | None = None, *, backend: Backend | None = None,
+               own_backend: bool = False) -> FastAPI:
+    """The proxy app. ``backend`` (e.g. a ScriptedBackend) replaces the one built from ``config``
+    (closed at shutdown only when ``own_backend``); passthrough still forwards to
+    ``config.upstreams`` when there are any."""
     cfg = config or ServeConfig()
     metrics = Metrics()
 
@@ -62,7 +70,7 @@ def create_app(config: ServeConfig | None = None, *, backend: Backend | None = N
         from thinktwice.strategies import create_strategy
 
         default = None if cfg.strategy == PASSTHROUGH else create_strategy(cfg.strategy, **cfg.strategy_options)
-        owned = backend is None
+        owned = backend is None or own_backend
         base = backend if backend is not None else _build_backend(cfg, cfg.model)
         factory = (lambda m: _build_backend(cfg, m)) if (owned and cfg.upstreams) else None
         backends = Backends(base, factory)
