@@ -213,6 +213,29 @@ class LlamaEngine:
         self._cached = list(tokens)
         return self._rows(1)[0].copy(), common
 
+    def clear_cache(self) -> None:
+        """Forget the cached prompt (the next call evaluates its prompt from scratch)."""
+        self._ll.llama_memory_clear(self.mem, True)
+        self._cached = []
+
+    def teacher_force(self, prompt: Sequence[int], continuation: Sequence[int]) -> np.ndarray:
+        """Logits (float32, shape ``(len(continuation), n_vocab)``) that predicted each continuation
+        token, decoding one token per step as generation does (so the numbers match it exactly)."""
+        row, _ = self.prefill(prompt)
+        out = np.empty((len(continuation), self.n_vocab), dtype=np.float32)
+        if len(continuation):
+            out[0] = row
+        slot = 1
+        self._ll.llama_memory_seq_rm(self.mem, slot, -1, -1)
+        self._ll.llama_memory_seq_cp(self.mem, 0, slot, -1, -1)
+        try:
+            for i, tok in enumerate(continuation[:-1]):
+                self._decode([(tok, len(prompt) + i, slot, True)])
+                out[i + 1] = self._rows(1)[0]
+        finally:
+            self._ll.llama_memory_seq_rm(self.mem, slot, -1, -1)
+        return out
+
     def generate(self, tokens: Sequence[int], specs: Sequence[SeqSpec], sampler: SamplerConfig, *,
                  stats_k: int | None, monitor: StepMonitor | None = None,
                  cancel: threading.Event | None = None) -> tuple[list[SeqResult], int]:
@@ -273,7 +296,7 @@ class LlamaEngine:
     def _step(self, x: _Live, row: np.ndarray, sampler: SamplerConfig, stats_k: int | None,
               monitor: StepMonitor | None, n_prompt: int) -> bool:
         """Sample the next token of ``x`` from its logits row; False when the sequence has finished."""
-        sh = shift_row(row)
+        sh = shift_row(row, full=stats_k is not None or monitor is not None or sampler.temperature > 0)
         tok = sample_row(sh, sampler, x.rng)
         res = x.result
         if self.is_eog(tok):

@@ -66,9 +66,11 @@ class Shifted:
 
     __slots__ = ("argmax", "e", "log_s", "n_finite", "s", "shifted", "sum_finite")
 
-    def __init__(self, row: np.ndarray) -> None:
+    def __init__(self, row: np.ndarray, full: bool = True) -> None:
         i = int(row.argmax())
         self.argmax = i
+        if not full:  # greedy decoding without statistics needs the argmax alone
+            return
         self.shifted = row - row[i]
         self.e = np.exp(self.shifted)
         self.s = float(self.e.sum())
@@ -81,9 +83,11 @@ class Shifted:
             self.n_finite, self.sum_finite = int(finite.sum()), float(self.shifted[finite].sum())
 
 
-def shift_row(row: np.ndarray) -> Shifted:
-    """Precompute the shared quantities of one float32 logits row (the row itself is not modified)."""
-    return Shifted(row)
+def shift_row(row: np.ndarray, full: bool = True) -> Shifted:
+    """Precompute the shared quantities of one float32 logits row (the row itself is not modified).
+
+    ``full=False`` computes only the argmax (enough for greedy decoding without statistics)."""
+    return Shifted(row, full)
 
 
 def row_stats(sh: Shifted, chosen: int, k: int) -> RowStats:
