@@ -152,7 +152,7 @@ def test_api_keys(make_proxy, upstream: FakeOpenAIServer) -> None:  # type: igno
     import httpx
 
     srv: ServerThread = make_proxy(upstreams=(upstream.url,), model="fake-model", strategy="greedy",
-                                   api_keys=("k1", "k2"))
+                                   api_keys=("k1", "k2"), max_concurrency=16)
     with openai.OpenAI(base_url=srv.url, api_key="wrong", max_retries=0) as bad:
         with pytest.raises(openai.AuthenticationError) as e:
             bad.chat.completions.create(model="fake-model", messages=MSG)

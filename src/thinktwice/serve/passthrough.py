@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import ssl
 from collections.abc import AsyncIterator, Mapping, Sequence
 
 import httpx
@@ -46,7 +47,10 @@ class Upstream:
         shards = max(1, min(shards, max_connections))
         per = -(-max_connections // shards)
         timeout = httpx.Timeout(timeout_s, connect=min(10.0, timeout_s))
-        self.clients = [httpx.AsyncClient(timeout=timeout, limits=httpx.Limits(
+        # one TLS context for every shard (loading the CA bundle costs tens of ms each time)
+        verify: ssl.SSLContext | bool = (ssl.create_default_context()
+                                         if any(u.startswith("https:") for u in self.base_urls) else False)
+        self.clients = [httpx.AsyncClient(timeout=timeout, verify=verify, limits=httpx.Limits(
             max_connections=per, max_keepalive_connections=per)) for _ in range(shards)]
         self._shard = itertools.cycle(self.clients)
         self.pool = Http1Pool(timeout_s, max_connections)
