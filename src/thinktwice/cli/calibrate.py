@@ -40,21 +40,25 @@ def _fmt(v: float, ci: tuple[float, float] | None) -> str:
         return "-"
     if ci is None or math.isnan(ci[0]):
         return f"{v:.3f}"
-    return f"{v:.3f} [{ci[0]:.2f}, {ci[1]:.2f}]"
+    return f"{v:.3f} [{ci[0]:.2f},{ci[1]:.2f}]"
 
 
-def _table(reports: list[Any], title: str) -> Table:
-    t = Table(title=title)
-    for col in ("signal", "AUROC", "AUROC/problem", "ECE", "Brier", "sel.acc@50", "sel.acc@80", "sel.acc@100",
-                "n", "map"):
-        t.add_column(col, justify="left" if col in ("signal", "map") else "right", no_wrap=col == "signal")
-    for r in sorted(reports, key=lambda r: -(r.auroc if not math.isnan(r.auroc) else -1)):
-        sel = [_fmt(r.selective.get(c, math.nan), r.ci.get(f"sel@{c:g}")) for c in (0.5, 0.8, 1.0)]
+def _tables(reports: list[Any], title: str) -> list[Table]:
+    """Two tables (separation and calibration; selective prediction) so each fits ~120 columns."""
+    ranked = sorted(reports, key=lambda r: -(r.auroc if not math.isnan(r.auroc) else -1))
+    a = Table(title=title)
+    for col in ("signal", "AUROC [95% CI]", "AUROC/problem", "ECE [95% CI]", "Brier [95% CI]", "n", "map"):
+        a.add_column(col, justify="left" if col in ("signal", "map") else "right", no_wrap=col == "signal")
+    b = Table(title="selective accuracy at coverage (most confident first)")
+    for col in ("signal", "@50% [95% CI]", "@80% [95% CI]", "@100% [95% CI]", "AURC"):
+        b.add_column(col, justify="left" if col == "signal" else "right", no_wrap=col == "signal")
+    for r in ranked:
         n = f"{r.n}" + (f" (-{r.n_missing})" if r.n_missing else "")
-        t.add_row(escape(r.signal), _fmt(r.auroc, r.ci.get("auroc")), _fmt(r.auroc_within, None),
-                  _fmt(r.ece, r.ci.get("ece")),
-                  _fmt(r.brier, r.ci.get("brier")), *sel, n, r.mapping)
-    return t
+        a.add_row(escape(r.signal), _fmt(r.auroc, r.ci.get("auroc")), _fmt(r.auroc_within, None),
+                  _fmt(r.ece, r.ci.get("ece")), _fmt(r.brier, r.ci.get("brier")), n, r.mapping)
+        sel = [_fmt(r.selective.get(c, math.nan), r.ci.get(f"sel@{c:g}")) for c in (0.5, 0.8, 1.0)]
+        b.add_row(escape(r.signal), *sel, _fmt(r.aurc, None))
+    return [a, b]
 
 
 def _plots(pools: list[Any], scores: dict[str, Any], out_dir: Path, title: str) -> list[Path]:
@@ -164,9 +168,13 @@ def run_calibrate(
             "plots": [str(p) for p in paths],
         })))
     else:
+        from rich.console import Console
+
         acc = sum(sum(p.labels) for p in pools) / max(1, sum(len(p.labels) for p in pools))
-        out.print(_table(reports, f"{title}: {len(pools)} problems, {sum(len(p.labels) for p in pools)} "
-                                  f"candidates, accuracy {acc:.3f}"))
+        wide = out if out.is_terminal else Console(width=max(out.width, 120))  # pipes get the full table
+        for t in _tables(reports, f"{title}: {len(pools)} problems, {sum(len(p.labels) for p in pools)} "
+                                  f"candidates, accuracy {acc:.3f}"):
+            wide.print(t)
         err.print(f"plots: {plot_dir}/ ({len(paths)} PNG); ECE uses {bins} equal-width bins; "
                   f"CIs: {n_boot} bootstrap resamples of problems")
     return rid

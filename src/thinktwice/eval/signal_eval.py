@@ -154,7 +154,9 @@ def resolve_signals(
         if needs_model(sig) and not has_model:
             if everything:
                 if on_skip is not None:
-                    on_skip(n, "calls the model; pass --backend to include it")
+                    why = ("calls the model" if hasattr(sig, "needs_model")
+                           else "declares no needs_model, so it is taken to call the model")
+                    on_skip(n, f"{why}; pass --backend to include it")
                 continue
             raise ConfigError(f"signal {n!r} calls the model; pass --backend to score a stored run with it")
         if capabilities is not None:
