@@ -267,6 +267,7 @@ def main() -> None:
     ap.add_argument("--latency", type=float, default=0.02, help="fake upstream latency per request (s)")
     ap.add_argument("--sc-requests", type=int, default=256)
     ap.add_argument("--rounds", type=int, default=4, help="alternations of direct and proxied passthrough runs")
+    ap.add_argument("--light-clients", type=int, default=4, help="clients of the light-load comparison")
     ap.add_argument("--optillm", default=None, help="path of the optillm executable (its own venv)")
     ap.add_argument("--serve-upstream", type=int, default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -276,7 +277,7 @@ def main() -> None:
 
     out = Console(width=160)
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    console.print(f"machine: {os.cpu_count()} CPUs, load average {load[0]:.1f}" if load else "")
+    console.print(f"machine: {os.cpu_count()} CPUs, load average {load[0]:.1f} before the run" if load else "")
     up = Upstream(a.latency)
     procs: list[subprocess.Popen[Any]] = [up.proc]
     results: dict[str, Any] = {}
@@ -297,12 +298,18 @@ def main() -> None:
             if cpu is not None:
                 cpus.append(cpu)
         direct, proxied = merge(directs), merge(proxieds)
+        light_d, light_p = [], []
+        for _ in range(a.rounds):  # the same at light load: per-hop cost without queueing
+            light_d.append(measure(up.url, body, per_round // 4, a.light_clients, warmup=0))
+            light_p.append(measure(tt_url, body, per_round // 4, a.light_clients, warmup=0))
         t = Table(title="passthrough latency (ms)")
-        for col in ("path", "requests", "p50", "p90", "p99", "req/s", "errors"):
+        for col in ("path", "clients", "requests", "p50", "p90", "p99", "req/s", "errors"):
             t.add_column(col, justify="right")
-        for name, r in (("upstream direct", direct), ("through thinktwice passthrough", proxied)):
-            t.add_row(name, str(len(r.latencies) + r.errors), f"{r.pct(0.5) * 1e3:.2f}", f"{r.pct(0.9) * 1e3:.2f}",
-                      f"{r.pct(0.99) * 1e3:.2f}", f"{r.rps:.0f}", str(r.errors))
+        for name, k, r in (("upstream direct", a.clients, direct), ("through thinktwice passthrough", a.clients, proxied),
+                           ("upstream direct", a.light_clients, merge(light_d)),
+                           ("through thinktwice passthrough", a.light_clients, merge(light_p))):
+            t.add_row(name, str(k), str(len(r.latencies) + r.errors), f"{r.pct(0.5) * 1e3:.2f}",
+                      f"{r.pct(0.9) * 1e3:.2f}", f"{r.pct(0.99) * 1e3:.2f}", f"{r.rps:.0f}", str(r.errors))
         out.print(t)
         if cpus:
             out.print(f"thinktwice proxy CPU per passthrough request: {statistics.mean(cpus):.2f} ms")
