@@ -140,6 +140,11 @@ class LlamaCppBackend:
         with self._lock:
             return self._tokens(prompt)
 
+    def render_prompt(self, prompt: Prompt) -> str:
+        """The exact text the model is given for ``prompt`` (chat template applied, prefix appended)."""
+        with self._lock:
+            return self._render(prompt)[0]
+
     def _render(self, prompt: Prompt) -> tuple[str, bool]:
         """The text to tokenize and whether it may contain special tokens."""
         eng = self._load()
