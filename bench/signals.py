@@ -2,6 +2,7 @@
 
     python bench/signals.py                          # synthetic pool
     python bench/signals.py --store runs.db --run 3  # AUROC on a stored run (its graded samples)
+    python bench/signals.py --organism               # AUROC on a fresh pool of the shipped organism
 
 Timing: 1000 candidates x 256 tokens with top-5 alternatives and full-distribution entropy /
 self-certainty (synthetic TokenStats), scored with all nine token signals two ways: each signal on
@@ -63,6 +64,32 @@ def stored_pool(store: str, run: int) -> tuple[list[list[Candidate]], list[list[
     return [list(p.candidates) for p in pools], [list(p.labels) for p in pools]
 
 
+def organism_pool(problems: int, n: int, seed: int) -> tuple[list[list[Candidate]], list[list[bool]]]:
+    """Draw a fresh pool from the shipped organism checkpoint on the arith task (temporary store)."""
+    import asyncio
+    import tempfile
+    from pathlib import Path
+
+    from thinktwice import lm
+    from thinktwice.eval.signal_eval import draw_pool
+    from thinktwice.eval.store import RunStore
+    from thinktwice.registry import tasks
+
+    task = tasks.create("arith")
+    backend = lm.create("organism")
+    with tempfile.TemporaryDirectory() as d:
+        path = str(Path(d) / "pool.db")
+        with RunStore(path) as st:
+            async def go() -> int:
+                try:
+                    return await draw_pool(task, backend, list(task.load("test", limit=problems)), st, n=n, seed=seed)
+                finally:
+                    await backend.aclose()
+
+            rid = asyncio.run(go())
+        return stored_pool(path, rid)
+
+
 def time_scoring(cands: list[Candidate], repeats: int = 3) -> tuple[float, float]:
     """Best-of-``repeats`` seconds: each signal alone (baseline) and all through one shared conversion."""
     sigs = [cls() for cls in TOKEN_SIGNALS]
@@ -82,6 +109,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--store", help="run store (SQLite) holding the run")
     ap.add_argument("--run", type=int, help="run id whose graded samples give the AUROC pool")
+    ap.add_argument("--organism", action="store_true", help="draw a fresh organism pool (arith task) for the AUROC")
+    ap.add_argument("--problems", type=int, default=100, help="organism pool: problems")
+    ap.add_argument("-n", type=int, default=16, help="organism pool: samples per problem")
     ap.add_argument("--tokens", type=int, default=256, help="tokens per synthetic candidate")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -96,6 +126,10 @@ def main() -> None:
     if args.store and args.run is not None:
         pools, labels = stored_pool(args.store, args.run)
         source = f"run {args.run} of {args.store}"
+    elif args.organism:
+        t1 = time.perf_counter()
+        pools, labels = organism_pool(args.problems, args.n, args.seed)
+        source = f"organism on arith ({args.problems} problems x {args.n}, drawn in {time.perf_counter() - t1:.0f} s)"
     else:
         pools, labels = timing_pools, timing_labels
         source = "synthetic pool (125 problems x 8 samples)"
