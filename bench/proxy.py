@@ -36,8 +36,10 @@ from rich.console import Console
 from rich.table import Table
 
 console = Console(stderr=True)
-MSG = [{"role": "system", "content": "Answer with a number."},
-       {"role": "user", "content": "A farmer has 6 rows of 7 trees. How many trees are there?"}]
+MSG = [
+    {"role": "system", "content": "Answer with a number."},
+    {"role": "user", "content": "A farmer has 6 rows of 7 trees. How many trees are there?"},
+]
 
 
 # -- the fake upstream, in its own process, with its counters readable over a pipe -----------------
@@ -51,9 +53,18 @@ def serve_upstream(port: int, latency: float) -> None:
             cmd = line.strip()
             if cmd == "stats":
                 st = srv.stats
-                print(json.dumps({"requests": st.requests, "completed": st.completed, "choices": st.choices,
-                                  "prompt_tokens": st.prompt_tokens, "completion_tokens": st.completion_tokens}),
-                      flush=True)
+                print(
+                    json.dumps(
+                        {
+                            "requests": st.requests,
+                            "completed": st.completed,
+                            "choices": st.choices,
+                            "prompt_tokens": st.prompt_tokens,
+                            "completion_tokens": st.completion_tokens,
+                        }
+                    ),
+                    flush=True,
+                )
             elif cmd == "reset":
                 srv.reset_stats()
                 print("ok", flush=True)
@@ -64,9 +75,12 @@ def serve_upstream(port: int, latency: float) -> None:
 class Upstream:
     def __init__(self, latency: float) -> None:
         self.port = free_port()
-        self.proc = subprocess.Popen([sys.executable, __file__, "--serve-upstream", str(self.port),
-                                      "--latency", str(latency)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--serve-upstream", str(self.port), "--latency", str(latency)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert self.proc.stdout is not None
         if self.proc.stdout.readline().strip() != "ready":
             raise RuntimeError("fake upstream failed to start")
@@ -162,7 +176,9 @@ class Run:
         return len(self.latencies) / self.wall if self.wall else 0.0
 
 
-async def load(base_url: str, body: dict[str, Any], requests: int, clients: int, timeout: float = 300.0) -> Run:
+async def load(
+    base_url: str, body: dict[str, Any], requests: int, clients: int, timeout: float = 300.0
+) -> Run:
     """``clients`` closed-loop workers send ``requests`` POSTs to ``base_url``/chat/completions.
 
     The load generator is the proxy's own lean keep-alive client (one connection per worker), so
@@ -225,9 +241,27 @@ def merge(runs: list[Run]) -> Run:
 def start_thinktwice(upstream: Upstream, strategy: str) -> tuple[subprocess.Popen[Any], str]:
     port = free_port()
     env = {**os.environ, "OPENAI_API_KEY": "", "THINKTWICE_API_KEYS": ""}
-    proc = subprocess.Popen([sys.executable, "-m", "thinktwice.cli", "serve", "--upstream", upstream.url,
-                             "--model", "fake-model", "--strategy", strategy, "--port", str(port),
-                             "--max-n", "8", "--concurrency", "512"], env=env)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "thinktwice.cli",
+            "serve",
+            "--upstream",
+            upstream.url,
+            "--model",
+            "fake-model",
+            "--strategy",
+            strategy,
+            "--port",
+            str(port),
+            "--max-n",
+            "8",
+            "--concurrency",
+            "512",
+        ],
+        env=env,
+    )
     base = f"http://127.0.0.1:{port}"
     wait_ready(base + "/health", proc, 60)
     return proc, base + "/v1"
@@ -244,20 +278,32 @@ def find_optillm(explicit: str | None) -> str | None:
 
 def start_optillm(binary: str, upstream: Upstream) -> tuple[subprocess.Popen[Any], str]:
     port = free_port()
-    env = {**os.environ, "OPENAI_API_KEY": "sk-local", "OPTILLM_LOG": "warning", "HF_HUB_OFFLINE": "1",
-           "TRANSFORMERS_OFFLINE": "1"}
+    env = {
+        **os.environ,
+        "OPENAI_API_KEY": "sk-local",
+        "OPTILLM_LOG": "warning",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+    }
     env.pop("OPTILLM_API_KEY", None)
     log = open(os.devnull, "w")  # noqa: SIM115 - closed with the process
-    proc = subprocess.Popen([binary, "--base-url", upstream.url, "--port", str(port),
-                             "--log", "warning"], env=env, stdout=log, stderr=log)
+    proc = subprocess.Popen(
+        [binary, "--base-url", upstream.url, "--port", str(port), "--log", "warning"],
+        env=env,
+        stdout=log,
+        stderr=log,
+    )
     base = f"http://127.0.0.1:{port}"
     wait_ready(base + "/health", proc, 600)
     return proc, base + "/v1"
 
 
 def usage_ok(run: Run, counted: dict[str, int]) -> bool:
-    return (run.errors == 0 and run.prompt_tokens == counted["prompt_tokens"]
-            and run.completion_tokens == counted["completion_tokens"])
+    return (
+        run.errors == 0
+        and run.prompt_tokens == counted["prompt_tokens"]
+        and run.completion_tokens == counted["completion_tokens"]
+    )
 
 
 def main() -> None:
@@ -266,7 +312,9 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=64)
     ap.add_argument("--latency", type=float, default=0.02, help="fake upstream latency per request (s)")
     ap.add_argument("--sc-requests", type=int, default=256)
-    ap.add_argument("--rounds", type=int, default=4, help="alternations of direct and proxied passthrough runs")
+    ap.add_argument(
+        "--rounds", type=int, default=4, help="alternations of direct and proxied passthrough runs"
+    )
     ap.add_argument("--light-clients", type=int, default=4, help="clients of the light-load comparison")
     ap.add_argument("--optillm", default=None, help="path of the optillm executable (its own venv)")
     ap.add_argument("--serve-upstream", type=int, default=None, help=argparse.SUPPRESS)
@@ -277,14 +325,18 @@ def main() -> None:
 
     out = Console(width=160)
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    console.print(f"machine: {os.cpu_count()} CPUs, load average {load[0]:.1f} before the run" if load else "")
+    console.print(
+        f"machine: {os.cpu_count()} CPUs, load average {load[0]:.1f} before the run" if load else ""
+    )
     up = Upstream(a.latency)
     procs: list[subprocess.Popen[Any]] = [up.proc]
     results: dict[str, Any] = {}
     try:
         body = {"model": "fake-model", "messages": MSG, "max_tokens": 64}
-        console.print(f"passthrough: {a.requests} requests, {a.clients} clients, upstream latency "
-                      f"{a.latency * 1e3:g} ms, {a.rounds} interleaved rounds")
+        console.print(
+            f"passthrough: {a.requests} requests, {a.clients} clients, upstream latency "
+            f"{a.latency * 1e3:g} ms, {a.rounds} interleaved rounds"
+        )
         tt, tt_url = start_thinktwice(up, "passthrough")
         procs.append(tt)
         measure(up.url, body, 128, a.clients, warmup=0)
@@ -305,11 +357,22 @@ def main() -> None:
         t = Table(title="passthrough latency (ms)")
         for col in ("path", "clients", "requests", "p50", "p90", "p99", "req/s", "errors"):
             t.add_column(col, justify="right")
-        for name, k, r in (("upstream direct", a.clients, direct), ("through thinktwice passthrough", a.clients, proxied),
-                           ("upstream direct", a.light_clients, merge(light_d)),
-                           ("through thinktwice passthrough", a.light_clients, merge(light_p))):
-            t.add_row(name, str(k), str(len(r.latencies) + r.errors), f"{r.pct(0.5) * 1e3:.2f}",
-                      f"{r.pct(0.9) * 1e3:.2f}", f"{r.pct(0.99) * 1e3:.2f}", f"{r.rps:.0f}", str(r.errors))
+        for name, k, r in (
+            ("upstream direct", a.clients, direct),
+            ("through thinktwice passthrough", a.clients, proxied),
+            ("upstream direct", a.light_clients, merge(light_d)),
+            ("through thinktwice passthrough", a.light_clients, merge(light_p)),
+        ):
+            t.add_row(
+                name,
+                str(k),
+                str(len(r.latencies) + r.errors),
+                f"{r.pct(0.5) * 1e3:.2f}",
+                f"{r.pct(0.9) * 1e3:.2f}",
+                f"{r.pct(0.99) * 1e3:.2f}",
+                f"{r.rps:.0f}",
+                str(r.errors),
+            )
         out.print(t)
         if cpus:
             out.print(f"thinktwice proxy CPU per passthrough request: {statistics.mean(cpus):.2f} ms")
@@ -319,14 +382,20 @@ def main() -> None:
         results["p99"] = (proxied.pct(0.99) - direct.pct(0.99)) * 1e3
 
         # -- self-consistency, 8 samples --------------------------------------------------------
-        def timed(proc: subprocess.Popen[Any], url: str, b: dict[str, Any]) -> tuple[Run, dict[str, int], float | None]:
+        def timed(
+            proc: subprocess.Popen[Any], url: str, b: dict[str, Any]
+        ) -> tuple[Run, dict[str, int], float | None]:
             measure(url, b, min(64, a.sc_requests), a.clients, warmup=0)
             up.reset()
             run, cpu = cpu_ms_per_request(proc, lambda: measure(url, b, a.sc_requests, a.clients, warmup=0))
             return run, up.stats(), cpu
 
-        sc_body = {"model": "fake-model", "messages": MSG, "max_tokens": 64,
-                   "thinktwice": {"strategy": "self-consistency", "n": 8}}
+        sc_body = {
+            "model": "fake-model",
+            "messages": MSG,
+            "max_tokens": 64,
+            "thinktwice": {"strategy": "self-consistency", "n": 8},
+        }
         rows: list[tuple[str, Run, dict[str, int], int, float | None]] = []
         r, st, cpu = timed(tt, tt_url, sc_body)
         rows.append(("thinktwice self-consistency n=8", r, st, 8, cpu))
@@ -335,29 +404,47 @@ def main() -> None:
         binary = find_optillm(a.optillm)
         optillm_note = ""
         if binary is None:
-            optillm_note = "optillm not installed (pip install optillm==0.4.0 into a separate venv; --optillm PATH)"
+            optillm_note = (
+                "optillm not installed (pip install optillm==0.4.0 into a separate venv; --optillm PATH)"
+            )
         else:
             try:
                 op, op_url = start_optillm(binary, up)
                 procs.append(op)
-                for label, model, extra, k in (("optillm self_consistency (5 sequential)", "self_consistency-fake-model",
-                                                {}, 5),
-                                               ("optillm majority_voting k=8", "majority_voting-fake-model",
-                                                {"k": 8}, 8)):
+                for label, model, extra, k in (
+                    ("optillm self_consistency (5 sequential)", "self_consistency-fake-model", {}, 5),
+                    ("optillm majority_voting k=8", "majority_voting-fake-model", {"k": 8}, 8),
+                ):
                     ob = {"model": model, "messages": MSG, "max_tokens": 64, **extra}
                     run, st, cpu = timed(op, op_url, ob)
                     rows.append((label, run, st, k, cpu))
             except RuntimeError as e:
                 optillm_note = f"optillm failed to run: {e}"
         t = Table(title=f"self-consistency, {a.sc_requests} requests, {a.clients} clients")
-        for col in ("proxy", "samples", "req/s", "p50 ms", "proxy CPU ms/req", "errors", "reported prompt/compl",
-                    "upstream prompt/compl", "usage correct"):
+        for col in (
+            "proxy",
+            "samples",
+            "req/s",
+            "p50 ms",
+            "proxy CPU ms/req",
+            "errors",
+            "reported prompt/compl",
+            "upstream prompt/compl",
+            "usage correct",
+        ):
             t.add_column(col, justify="right")
         for label, run, st, k, cpu in rows:
-            t.add_row(label, str(k), f"{run.rps:.1f}", f"{run.pct(0.5) * 1e3:.0f}",
-                      "n/a" if cpu is None else f"{cpu:.1f}", str(run.errors),
-                      f"{run.prompt_tokens}/{run.completion_tokens}",
-                      f"{st['prompt_tokens']}/{st['completion_tokens']}", str(usage_ok(run, st)).lower())
+            t.add_row(
+                label,
+                str(k),
+                f"{run.rps:.1f}",
+                f"{run.pct(0.5) * 1e3:.0f}",
+                "n/a" if cpu is None else f"{cpu:.1f}",
+                str(run.errors),
+                f"{run.prompt_tokens}/{run.completion_tokens}",
+                f"{st['prompt_tokens']}/{st['completion_tokens']}",
+                str(usage_ok(run, st)).lower(),
+            )
             if run.error_kinds:
                 out.print(f"{label} errors: {run.error_kinds}")
         out.print(t)
@@ -367,9 +454,13 @@ def main() -> None:
         theirs = next((row for row in rows if row[0].startswith("optillm self_consistency")), None)
         mv = next((row for row in rows if row[0].startswith("optillm majority_voting")), None)
         if mv is not None and mv[1].rps > 0:
-            out.print(f"sc8 vs optillm majority_voting k=8 (matched samples): {ours[1].rps / mv[1].rps:.1f}x req/s")
+            out.print(
+                f"sc8 vs optillm majority_voting k=8 (matched samples): {ours[1].rps / mv[1].rps:.1f}x req/s"
+            )
         if theirs is not None and theirs[1].rps > 0:
-            out.print(f"sc5 vs optillm self_consistency (matched samples): {r5.rps / theirs[1].rps:.1f}x req/s")
+            out.print(
+                f"sc5 vs optillm self_consistency (matched samples): {r5.rps / theirs[1].rps:.1f}x req/s"
+            )
         print(f"passthrough_p50_overhead_ms: {results['p50']:.2f}")
         print(f"passthrough_p99_overhead_ms: {results['p99']:.2f}")
         print(f"passthrough_errors: {proxied.errors}")

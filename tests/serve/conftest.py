@@ -36,8 +36,15 @@ def make_proxy() -> Iterator[Callable[..., ServerThread]]:
 def proxy(make_proxy: Callable[..., ServerThread], upstream: FakeOpenAIServer) -> ServerThread:
     """A proxy in front of the fake upstream; default strategy self-consistency with n=5."""
     upstream.reset_stats()
-    return make_proxy(upstreams=(upstream.url,), model="fake-model", strategy="self-consistency",
-                      strategy_options={"n": 5}, max_n=4, max_tokens=512, max_concurrency=16)
+    return make_proxy(
+        upstreams=(upstream.url,),
+        model="fake-model",
+        strategy="self-consistency",
+        strategy_options={"n": 5},
+        max_n=4,
+        max_tokens=512,
+        max_concurrency=16,
+    )
 
 
 @pytest.fixture

@@ -63,9 +63,12 @@ def test_body_size_limit(make_proxy: Callable[..., ServerThread], upstream: Fake
     _error(httpx.post(srv.url + "/chat/completions", content=chunked()), 413)
 
 
-@pytest.mark.parametrize(("fault", "status"), [("429", 429), ("500", 502), ("503", 502), ("timeout", 504),
-                                               ("disconnect", 502)])
-def test_passthrough_upstream_failures(make_proxy: Callable[..., ServerThread], fault: str, status: int) -> None:
+@pytest.mark.parametrize(
+    ("fault", "status"), [("429", 429), ("500", 502), ("503", 502), ("timeout", 504), ("disconnect", 502)]
+)
+def test_passthrough_upstream_failures(
+    make_proxy: Callable[..., ServerThread], fault: str, status: int
+) -> None:
     with FakeOpenAIServer(fault_script=[fault], hang_s=2.0) as up:
         srv = make_proxy(upstreams=(up.url,), strategy="passthrough", timeout_s=0.3)
         with openai.OpenAI(base_url=srv.url, api_key="x", max_retries=0) as c:
@@ -96,13 +99,18 @@ def test_upstream_client_error_is_relayed(make_proxy: Callable[..., ServerThread
         assert err["code"] == "context_length_exceeded"
 
 
-@pytest.mark.parametrize(("error", "status"), [
-    (RateLimited("slow down", retry_after=2.0), 429),
-    (BackendUnavailable("connection refused"), 502),
-    (BackendUnavailable("upstream did not answer within 1 s (ReadTimeout)"), 504),
-    (RuntimeError("a bug"), 500),
-])
-def test_strategy_backend_errors(make_proxy: Callable[..., ServerThread], error: BaseException, status: int) -> None:
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (RateLimited("slow down", retry_after=2.0), 429),
+        (BackendUnavailable("connection refused"), 502),
+        (BackendUnavailable("upstream did not answer within 1 s (ReadTimeout)"), 504),
+        (RuntimeError("a bug"), 500),
+    ],
+)
+def test_strategy_backend_errors(
+    make_proxy: Callable[..., ServerThread], error: BaseException, status: int
+) -> None:
     backend = ScriptedBackend([Reply(error=error)])
     srv = make_proxy(ServeConfig(strategy="greedy"), backend=backend)
     err = _error(httpx.post(srv.url + "/chat/completions", json={"messages": MSG}), status)
@@ -120,8 +128,13 @@ def test_strategy_request_timeout_is_504(make_proxy: Callable[..., ServerThread]
 
 
 def test_error_after_stream_started_is_an_error_event(make_proxy: Callable[..., ServerThread]) -> None:
-    backend = ScriptedBackend(handler=lambda p, params, i: Reply("The answer is 3.") if params.seed % 2 == 0
-                              else Reply(error=RateLimited("later"), delay=0.2))
+    backend = ScriptedBackend(
+        handler=lambda p, params, i: (
+            Reply("The answer is 3.")
+            if params.seed % 2 == 0
+            else Reply(error=RateLimited("later"), delay=0.2)
+        )
+    )
     srv = make_proxy(ServeConfig(strategy="self-consistency", strategy_options={"n": 1}), backend=backend)
     r = httpx.post(srv.url + "/chat/completions", json={"messages": MSG, "stream": True, "n": 2, "seed": 0})
     assert r.status_code == 200

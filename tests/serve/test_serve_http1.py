@@ -24,8 +24,13 @@ async def _server(respond: Respond) -> tuple[asyncio.AbstractServer, str, list[i
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
-                length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
-                                  if line.lower().startswith(b"content-length")))
+                length = int(
+                    next(
+                        line.split(b":")[1]
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length")
+                    )
+                )
                 await reader.readexactly(length)
                 count += 1
                 data = respond(count)
@@ -61,14 +66,20 @@ async def serve() -> AsyncIterator[Callable[[Respond], Awaitable[tuple[str, list
 
 
 def _ok(body: bytes, extra: str = "") -> bytes:
-    return f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n{extra}\r\n".encode() + body
+    return (
+        f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n{extra}\r\n".encode()
+        + body
+    )
 
 
 async def test_content_length_and_keep_alive(serve) -> None:  # type: ignore[no-untyped-def]
     url, conns = await serve(lambda i: _ok(b'{"i": %d}' % i))
     pool = Http1Pool(5.0)
     for i in (1, 2, 3):
-        status, headers, body = await pool.post(url, "/chat/completions", b"{}", {"Content-Type": "application/json"})
+        status, headers, body = await pool.post(
+            url, "/chat/completions", b"{}", {"Content-Type": "application/json"}
+        )
         assert (status, body) == (200, b'{"i": %d}' % i)
         assert headers["content-type"] == "application/json"
     assert len(conns) == 1  # one connection, reused
@@ -76,8 +87,10 @@ async def test_content_length_and_keep_alive(serve) -> None:  # type: ignore[no-
 
 
 async def test_chunked_and_close_delimited(serve) -> None:  # type: ignore[no-untyped-def]
-    chunked = b"HTTP/1.1 429 Too Many Requests\r\nTransfer-Encoding: chunked\r\nRetry-After: 1\r\n\r\n" \
-              b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\n\r\n"
+    chunked = (
+        b"HTTP/1.1 429 Too Many Requests\r\nTransfer-Encoding: chunked\r\nRetry-After: 1\r\n\r\n"
+        b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\n\r\n"
+    )
     url, _ = await serve(lambda i: chunked if i == 1 else b"HTTP/1.1 200 OK\r\n\r\nuntil close")
     pool = Http1Pool(5.0)
     status, headers, body = await pool.post(url, "/x", b"{}", {})

@@ -35,7 +35,11 @@ def test_n_gives_independent_decisions(client: openai.OpenAI, upstream: FakeOpen
     exts = [c.thinktwice for c in r.choices]
     assert all(e["samples"] == 5 for e in exts)
     assert upstream.stats.choices == 15  # three decisions of five samples each
-    assert sum(e["completion_tokens"] for e in exts) == r.usage.completion_tokens == upstream.stats.completion_tokens
+    assert (
+        sum(e["completion_tokens"] for e in exts)
+        == r.usage.completion_tokens
+        == upstream.stats.completion_tokens
+    )
     assert sum(e["calls"] for e in exts) == r.usage.thinktwice["calls"] == upstream.stats.completed
     bodies = [body for _, body, _ in upstream.log[-3:]]
     assert len({b["seed"] for b in bodies}) == 3  # each decision drew its own samples
@@ -51,8 +55,11 @@ def test_same_seed_same_answer(client: openai.OpenAI) -> None:
 def test_streaming_strategy_matches_non_streaming(client: openai.OpenAI, upstream: FakeOpenAIServer) -> None:
     full = client.chat.completions.create(model="fake-model", messages=MSG, seed=9)
     upstream.reset_stats()
-    chunks = list(client.chat.completions.create(model="fake-model", messages=MSG, seed=9, stream=True,
-                                                 stream_options={"include_usage": True}))
+    chunks = list(
+        client.chat.completions.create(
+            model="fake-model", messages=MSG, seed=9, stream=True, stream_options={"include_usage": True}
+        )
+    )
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == full.choices[0].message.content
     assert chunks[0].choices[0].delta.role == "assistant"
@@ -76,8 +83,15 @@ def test_passthrough_chat_and_stream(client: openai.OpenAI, upstream: FakeOpenAI
     assert r.usage.completion_tokens == upstream.stats.completion_tokens
     sent = upstream.log[-1][1]
     assert sent["model"] == "fake-model" and "thinktwice" not in sent
-    chunks = list(client.chat.completions.create(model="passthrough/fake-model", messages=MSG, seed=2, stream=True,
-                                                 stream_options={"include_usage": True}))
+    chunks = list(
+        client.chat.completions.create(
+            model="passthrough/fake-model",
+            messages=MSG,
+            seed=2,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     assert len(chunks) > 3  # relayed token by token, not buffered into one chunk
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices and c.choices[0].index == 0)
     assert text == r.choices[0].message.content
@@ -85,16 +99,42 @@ def test_passthrough_chat_and_stream(client: openai.OpenAI, upstream: FakeOpenAI
 
 
 def test_tools_pass_through_untouched(client: openai.OpenAI, upstream: FakeOpenAIServer) -> None:
-    tools = [{"type": "function", "function": {"name": "add", "description": "Add two numbers.", "parameters": {
-        "type": "object", "properties": {"a": {"type": "number"}, "b": {"type": "number"}}, "required": ["a", "b"]}}}]
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "add",
+                "description": "Add two numbers.",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"a": {"type": "number"}, "b": {"type": "number"}},
+                    "required": ["a", "b"],
+                },
+            },
+        }
+    ]
     messages = [
         {"role": "user", "content": "Add 2 and 3."},
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "call_1", "type": "function", "function": {"name": "add", "arguments": "{\"a\": 2, \"b\": 3}"}}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "add", "arguments": '{"a": 2, "b": 3}'},
+                }
+            ],
+        },
         {"role": "tool", "tool_call_id": "call_1", "content": "5"},
     ]
-    client.chat.completions.create(model="passthrough/fake-model", messages=messages, tools=tools,
-                                   tool_choice="auto", response_format={"type": "text"})
+    client.chat.completions.create(
+        model="passthrough/fake-model",
+        messages=messages,
+        tools=tools,
+        tool_choice="auto",
+        response_format={"type": "text"},
+    )
     sent = upstream.log[-1][1]
     assert sent["tools"] == tools and sent["messages"] == messages
     assert sent["tool_choice"] == "auto" and sent["response_format"] == {"type": "text"}
@@ -111,8 +151,12 @@ def test_strategy_model_prefix_routes(client: openai.OpenAI, upstream: FakeOpenA
 
 
 def test_thinktwice_body_field_routes(client: openai.OpenAI, upstream: FakeOpenAIServer) -> None:
-    r = client.chat.completions.create(model="fake-model", messages=MSG, seed=4,
-                                       extra_body={"thinktwice": {"strategy": "self-consistency", "n": 3}})
+    r = client.chat.completions.create(
+        model="fake-model",
+        messages=MSG,
+        seed=4,
+        extra_body={"thinktwice": {"strategy": "self-consistency", "n": 3}},
+    )
     assert r.choices[0].thinktwice["samples"] == 3 == upstream.stats.choices
     r = client.chat.completions.create(model="fake-model", messages=MSG, extra_body={"thinktwice": "greedy"})
     assert r.usage.thinktwice["strategy"] == "greedy"
@@ -120,8 +164,9 @@ def test_thinktwice_body_field_routes(client: openai.OpenAI, upstream: FakeOpenA
         client.chat.completions.create(model="fake-model", messages=MSG, extra_body={"thinktwice": "no-such"})
     assert "self-consistency" in e.value.body["message"] and "passthrough" in e.value.body["message"]
     with pytest.raises(openai.BadRequestError) as e:
-        client.chat.completions.create(model="fake-model", messages=MSG,
-                                       extra_body={"thinktwice": {"strategy": "greedy", "bogus": 1}})
+        client.chat.completions.create(
+            model="fake-model", messages=MSG, extra_body={"thinktwice": {"strategy": "greedy", "bogus": 1}}
+        )
     assert "bogus" in e.value.body["message"]
 
 
@@ -133,15 +178,21 @@ def test_completions_endpoint(client: openai.OpenAI, upstream: FakeOpenAIServer)
     upstream.reset_stats()
     r = client.completions.create(model="passthrough/fake-model", prompt="Q: 6*7? A:", max_tokens=64)
     assert r.usage.prompt_tokens == upstream.stats.prompt_tokens and upstream.stats.completed == 1
-    chunks = list(client.completions.create(model="fake-model", prompt="Q: 6*7? A:", max_tokens=64, stream=True))
+    chunks = list(
+        client.completions.create(model="fake-model", prompt="Q: 6*7? A:", max_tokens=64, stream=True)
+    )
     assert "".join(c.choices[0].text for c in chunks if c.choices)
 
 
 def test_models_and_multi_turn(client: openai.OpenAI, upstream: FakeOpenAIServer) -> None:
     ids = [m.id for m in client.models.list()]
     assert "fake-model" in ids and "self-consistency/fake-model" in ids and "passthrough/fake-model" in ids
-    turns = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"},
-             {"role": "assistant", "content": "4"}, {"role": "user", "content": "And 6*7?"}]
+    turns = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "2+2?"},
+        {"role": "assistant", "content": "4"},
+        {"role": "user", "content": "And 6*7?"},
+    ]
     client.chat.completions.create(model="greedy/fake-model", messages=turns, stop=["\n"], max_tokens=40)
     sent = upstream.log[-1][1]
     assert [m["content"] for m in sent["messages"]] == [t["content"] for t in turns]
@@ -151,8 +202,13 @@ def test_models_and_multi_turn(client: openai.OpenAI, upstream: FakeOpenAIServer
 def test_api_keys(make_proxy, upstream: FakeOpenAIServer) -> None:  # type: ignore[no-untyped-def]
     import httpx
 
-    srv: ServerThread = make_proxy(upstreams=(upstream.url,), model="fake-model", strategy="greedy",
-                                   api_keys=("k1", "k2"), max_concurrency=16)
+    srv: ServerThread = make_proxy(
+        upstreams=(upstream.url,),
+        model="fake-model",
+        strategy="greedy",
+        api_keys=("k1", "k2"),
+        max_concurrency=16,
+    )
     with openai.OpenAI(base_url=srv.url, api_key="wrong", max_retries=0) as bad:
         with pytest.raises(openai.AuthenticationError) as e:
             bad.chat.completions.create(model="fake-model", messages=MSG)

@@ -22,7 +22,12 @@ CFG = ServeConfig(strategy="self-consistency", strategy_options={"n": 4}, model=
 
 def test_resolve_precedence() -> None:
     r = resolve(None, None, CFG)
-    assert (r.strategy, r.model, dict(r.options), r.budget_tokens) == ("self-consistency", "base", {"n": 4}, 1000)
+    assert (r.strategy, r.model, dict(r.options), r.budget_tokens) == (
+        "self-consistency",
+        "base",
+        {"n": 4},
+        1000,
+    )
     r = resolve("greedy/other", None, CFG)
     assert (r.strategy, r.model, dict(r.options)) == ("greedy", "other", {})
     r = resolve("meta-llama/Llama-3", None, CFG)  # not a strategy prefix: the whole name is the model
@@ -93,8 +98,10 @@ def test_metrics_and_scripted_backend(make_proxy: Callable[..., ServerThread]) -
 def test_embedded_passthrough_is_one_plain_sample(make_proxy: Callable[..., ServerThread]) -> None:
     backend = ScriptedBackend(["Paris."], cycle=True)
     srv = make_proxy(ServeConfig(strategy="passthrough"), backend=backend)
-    r = httpx.post(srv.url + "/chat/completions",
-                   json={"messages": [{"role": "user", "content": "Capital of France?"}], "temperature": 0.3})
+    r = httpx.post(
+        srv.url + "/chat/completions",
+        json={"messages": [{"role": "user", "content": "Capital of France?"}], "temperature": 0.3},
+    )
     assert r.status_code == 200
     assert r.json()["choices"][0]["message"]["content"] == "Paris."
     assert len(backend.calls) == 1 and backend.calls[0][1].temperature == 0.3

@@ -15,29 +15,41 @@ def register(app: typer.Typer) -> None:
     @app.command("serve")
     def serve(
         upstream: list[str] | None = typer.Option(
-            None, "--upstream", "-u",
-            help="OpenAI-compatible upstream base URL (repeatable). Default: the embedded model."),
+            None,
+            "--upstream",
+            "-u",
+            help="OpenAI-compatible upstream base URL (repeatable). Default: the embedded model.",
+        ),
         api_key: str | None = typer.Option(
-            None, "--api-key", help="Key the proxy sends upstream (default: $OPENAI_API_KEY)."),
+            None, "--api-key", help="Key the proxy sends upstream (default: $OPENAI_API_KEY)."
+        ),
         model: str | None = typer.Option(None, "--model", "-m", help="Default upstream model name."),
         strategy: str = typer.Option(
-            "adaptive-consistency", "--strategy",
-            help="Default strategy for requests that name none ('passthrough' forwards untouched)."),
+            "adaptive-consistency",
+            "--strategy",
+            help="Default strategy for requests that name none ('passthrough' forwards untouched).",
+        ),
         options: list[str] | None = typer.Option(
-            None, "-o", "--option", help="Option of the default strategy, key=value (repeatable)."),
+            None, "-o", "--option", help="Option of the default strategy, key=value (repeatable)."
+        ),
         host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
         port: int = typer.Option(8000, "--port", "-p", help="Port to listen on."),
         keys: str | None = typer.Option(
-            None, "--keys",
+            None,
+            "--keys",
             help="Client API keys the proxy accepts, comma-separated (default: $THINKTWICE_API_KEYS; "
-                 "none: no authentication)."),
+            "none: no authentication).",
+        ),
         max_n: int = typer.Option(8, "--max-n", help="Most choices (n) per request."),
         max_tokens: int = typer.Option(4096, "--max-tokens", help="Most tokens per generated sample."),
         max_body_bytes: int = typer.Option(4 * 1024 * 1024, "--max-body-bytes", help="Largest request body."),
         budget_tokens: int = typer.Option(
-            65536, "--budget-tokens", help="Most generated tokens one decision may spend."),
+            65536, "--budget-tokens", help="Most generated tokens one decision may spend."
+        ),
         timeout: float = typer.Option(120.0, "--timeout", help="Upstream call timeout in seconds."),
-        request_timeout: float = typer.Option(600.0, "--request-timeout", help="Whole-request timeout, seconds."),
+        request_timeout: float = typer.Option(
+            600.0, "--request-timeout", help="Whole-request timeout, seconds."
+        ),
         concurrency: int = typer.Option(256, "--concurrency", help="Most upstream requests in flight."),
     ) -> None:
         """Serve /v1/chat/completions, /v1/completions, /v1/models, /health and /metrics."""
@@ -69,10 +81,20 @@ def register(app: typer.Typer) -> None:
         elif cfg.strategy_options:
             raise ConfigError("the passthrough strategy takes no options")
         if not cfg.api_keys and host not in ("127.0.0.1", "localhost", "::1"):
-            err.print(f"[yellow]warning:[/yellow] listening on {host} without --keys: anyone who can reach it "
-                      "can use the upstream")
+            err.print(
+                f"[yellow]warning:[/yellow] listening on {host} without --keys: anyone who can reach it "
+                "can use the upstream"
+            )
         backend = build_backend(cfg)  # here, so a missing model or package is a one-line error
         where = ", ".join(cfg.upstreams) or f"the embedded model ({backend.model})"
-        err.print(f"thinktwice proxy on http://{host}:{port}/v1 -> {where} (default strategy: {cfg.strategy})")
-        uvicorn.run(create_app(cfg, backend=backend, own_backend=True), host=host, port=port, log_level="warning",
-                    access_log=False, **uvicorn_options())
+        err.print(
+            f"thinktwice proxy on http://{host}:{port}/v1 -> {where} (default strategy: {cfg.strategy})"
+        )
+        uvicorn.run(
+            create_app(cfg, backend=backend, own_backend=True),
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            **uvicorn_options(),
+        )

@@ -35,7 +35,9 @@ logger = logging.getLogger(__name__)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
-ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]]
+ASGIApp = Callable[
+    [Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]
+]
 
 OPEN_PATHS = frozenset({"/health", "/metrics"})
 ENDPOINTS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/metrics"})
@@ -45,9 +47,14 @@ def _build_backend(config: ServeConfig, model: str | None) -> Backend:
     from thinktwice import lm
 
     if config.upstreams:
-        return lm.create("openai", base_urls=list(config.upstreams), api_key=config.upstream_api_key,
-                         model=model or "default", max_concurrency=config.max_concurrency,
-                         timeout_s=config.timeout_s)
+        return lm.create(
+            "openai",
+            base_urls=list(config.upstreams),
+            api_key=config.upstream_api_key,
+            model=model or "default",
+            max_concurrency=config.max_concurrency,
+            timeout_s=config.timeout_s,
+        )
     return lm.create(lm.DEFAULT_BACKEND)
 
 
@@ -57,8 +64,9 @@ def build_backend(config: ServeConfig) -> Backend:
     return _build_backend(config, config.model)
 
 
-def create_app(config: ServeConfig | None = None, *, backend: Backend | None = None,
-               own_backend: bool = False) -> FastAPI:
+def create_app(
+    config: ServeConfig | None = None, *, backend: Backend | None = None, own_backend: bool = False
+) -> FastAPI:
     """The proxy app. ``backend`` (e.g. a ScriptedBackend) replaces the one built from ``config``
     (closed at shutdown only when ``own_backend``); passthrough still forwards to
     ``config.upstreams`` when there are any."""
@@ -69,13 +77,18 @@ def create_app(config: ServeConfig | None = None, *, backend: Backend | None = N
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         from thinktwice.strategies import create_strategy
 
-        default = None if cfg.strategy == PASSTHROUGH else create_strategy(cfg.strategy, **cfg.strategy_options)
+        default = (
+            None if cfg.strategy == PASSTHROUGH else create_strategy(cfg.strategy, **cfg.strategy_options)
+        )
         owned = backend is None or own_backend
         base = backend if backend is not None else _build_backend(cfg, cfg.model)
         factory = (lambda m: _build_backend(cfg, m)) if (owned and cfg.upstreams) else None
         backends = Backends(base, factory)
-        upstream = Upstream(cfg.upstreams, cfg.upstream_api_key, cfg.timeout_s, cfg.max_concurrency) \
-            if cfg.upstreams else None
+        upstream = (
+            Upstream(cfg.upstreams, cfg.upstream_api_key, cfg.timeout_s, cfg.max_concurrency)
+            if cfg.upstreams
+            else None
+        )
         app.state.config = cfg
         app.state.metrics = metrics
         app.state.backends = backends
@@ -90,7 +103,9 @@ def create_app(config: ServeConfig | None = None, *, backend: Backend | None = N
             if owned:
                 await backends.aclose()
 
-    app = FastAPI(title="thinktwice proxy", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(
+        title="thinktwice proxy", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+    )
     install_handlers(app)
     app.include_router(router)
     app.add_middleware(Guard, config=cfg, metrics=metrics)
@@ -117,8 +132,12 @@ class Guard:
             ok |= hmac.compare_digest(given, key)
         return ok
 
-    async def __call__(self, scope: Scope, receive: Callable[[], Awaitable[Message]],
-                       send: Callable[[Message], Awaitable[None]]) -> None:
+    async def __call__(
+        self,
+        scope: Scope,
+        receive: Callable[[], Awaitable[Message]],
+        send: Callable[[Message], Awaitable[None]],
+    ) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -137,8 +156,14 @@ class Guard:
         try:
             if self.keys and path not in OPEN_PATHS and not self._authorized(scope):
                 status = 401
-                await _send_error(send, ProxyError(401, "Missing or invalid API key (send 'Authorization: "
-                                                        "Bearer KEY').", code="invalid_api_key"))
+                await _send_error(
+                    send,
+                    ProxyError(
+                        401,
+                        "Missing or invalid API key (send 'Authorization: Bearer KEY').",
+                        code="invalid_api_key",
+                    ),
+                )
                 return
             length = _content_length(scope)
             if length is not None and length > self.max_body:
@@ -152,8 +177,11 @@ class Guard:
 
 
 def _too_large(limit: int) -> ProxyError:
-    return ProxyError(413, f"The request body is larger than this server's limit of {limit} bytes.",
-                      code="request_too_large")
+    return ProxyError(
+        413,
+        f"The request body is larger than this server's limit of {limit} bytes.",
+        code="request_too_large",
+    )
 
 
 def _content_length(scope: Scope) -> int | None:
@@ -194,8 +222,10 @@ def uvicorn_options() -> dict[str, str]:
     """uvloop / httptools when installed (optional speedups), else the pure-Python defaults."""
     import importlib.util
 
-    return {"loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-            "http": "httptools" if importlib.util.find_spec("httptools") else "h11"}
+    return {
+        "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+        "http": "httptools" if importlib.util.find_spec("httptools") else "h11",
+    }
 
 
 class ServerThread:
@@ -221,8 +251,9 @@ class ServerThread:
         return f"http://{self.host}:{self.port}/v1"
 
     def start(self) -> ServerThread:
-        self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self._sock]},
-                                        name="thinktwice-serve", daemon=True)
+        self._thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self._sock]}, name="thinktwice-serve", daemon=True
+        )
         self._thread.start()
         deadline = time.monotonic() + 30
         while not self.server.started:

@@ -98,12 +98,20 @@ def resolve(model: str | None, field: ThinktwiceOptions | str | None, config: Se
         options = field.strategy_options()
         if field.budget_tokens is not None:
             if field.budget_tokens > config.budget_tokens:
-                raise ProxyError(400, f"thinktwice.budget_tokens {field.budget_tokens} is above this server's "
-                                      f"cap of {config.budget_tokens}.", param="thinktwice.budget_tokens")
+                raise ProxyError(
+                    400,
+                    f"thinktwice.budget_tokens {field.budget_tokens} is above this server's "
+                    f"cap of {config.budget_tokens}.",
+                    param="thinktwice.budget_tokens",
+                )
             budget = field.budget_tokens
     if strategy is not None and not _known(strategy):
-        raise ProxyError(400, f"Unknown strategy {strategy!r}. Valid strategies: {', '.join(valid_strategies())}.",
-                         param="thinktwice.strategy", code="unknown_strategy")
+        raise ProxyError(
+            400,
+            f"Unknown strategy {strategy!r}. Valid strategies: {', '.join(valid_strategies())}.",
+            param="thinktwice.strategy",
+            code="unknown_strategy",
+        )
     if model:
         prefix, sep, rest = model.partition("/")
         if sep and _known(prefix):
@@ -129,7 +137,9 @@ def build_strategy(route: Route, temperature: float | None) -> Strategy:
     try:
         return create_strategy(route.strategy, **options)
     except (ConfigError, TypeError, ValueError) as e:
-        raise ProxyError(400, f"Invalid options for strategy {route.strategy!r}: {e}", param="thinktwice") from None
+        raise ProxyError(
+            400, f"Invalid options for strategy {route.strategy!r}: {e}", param="thinktwice"
+        ) from None
 
 
 class Backends:
@@ -145,7 +155,9 @@ class Backends:
         b = self._by_model.get(model)
         if b is None:
             if len(self._by_model) >= self.limit:
-                raise ProxyError(400, f"This server already serves {self.limit} distinct models.", param="model")
+                raise ProxyError(
+                    400, f"This server already serves {self.limit} distinct models.", param="model"
+                )
             b = self._by_model[model] = self.factory(model)
         return b
 
@@ -154,15 +166,22 @@ class Backends:
             await b.aclose()
 
 
-def make_query(rid: str, prompt: Prompt, question: str, answers: AnswerFormat, params: SamplingParams) -> Query:
+def make_query(
+    rid: str, prompt: Prompt, question: str, answers: AnswerFormat, params: SamplingParams
+) -> Query:
     return Query(problem=Problem(id=rid, question=question), prompt=prompt, answers=answers, params=params)
 
 
 async def run_decisions(
-    strategy: Strategy, queries: Sequence[Query], backend: Backend, n: int, budget_tokens: int, seed: int | None,
+    strategy: Strategy,
+    queries: Sequence[Query],
+    backend: Backend,
+    n: int,
+    budget_tokens: int,
+    seed: int | None,
     timeout_s: float,
 ) -> list[asyncio.Task[Decision]]:
-    """Start ``n`` independent decisions per query (seeds ``seed + i``); returns their tasks in choice order."""
+    """Start ``n`` independent decisions per query (seeds ``seed + i``); their tasks, in choice order."""
     base = seed if seed is not None else secrets.randbelow(2**31)
     budget = Budget(max_tokens=budget_tokens)
 
@@ -180,8 +199,12 @@ def finish_reason(d: Decision) -> str:
 
 
 def _usage_dict(u: Usage) -> dict[str, Any]:
-    return {"calls": u.calls, "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
-            "cached_prompt_tokens": u.cached_prompt_tokens}
+    return {
+        "calls": u.calls,
+        "prompt_tokens": u.prompt_tokens,
+        "completion_tokens": u.completion_tokens,
+        "cached_prompt_tokens": u.cached_prompt_tokens,
+    }
 
 
 def choice_extension(d: Decision) -> dict[str, Any]:

@@ -24,16 +24,33 @@ __all__ = ["ProxyError", "error_body", "error_response", "from_backend_error", "
 
 logger = logging.getLogger(__name__)
 
-_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
-          405: "invalid_request_error", 413: "invalid_request_error", 422: "invalid_request_error",
-          429: "rate_limit_error", 500: "server_error", 502: "upstream_error", 504: "timeout_error"}
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    500: "server_error",
+    502: "upstream_error",
+    504: "timeout_error",
+}
 
 
 class ProxyError(Exception):
     """An error the proxy answers with ``status`` and an OpenAI-style body."""
 
-    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
-                 type: str | None = None, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        type: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.message, self.param, self.code = status, message, param, code
         self.type = type or _TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
@@ -63,8 +80,9 @@ def from_backend_error(e: BaseException) -> ProxyError:
         return ProxyError(504, "The upstream did not answer in time.", code="upstream_timeout")
     if isinstance(e, RateLimited):
         headers = {"Retry-After": f"{e.retry_after:g}"} if e.retry_after else None
-        return ProxyError(429, f"The upstream is rate limiting requests: {e}", code="rate_limit_exceeded",
-                          headers=headers)
+        return ProxyError(
+            429, f"The upstream is rate limiting requests: {e}", code="rate_limit_exceeded", headers=headers
+        )
     if isinstance(e, ContextLengthExceeded):
         return ProxyError(400, str(e), param="messages", code="context_length_exceeded")
     if isinstance(e, AuthenticationError):
@@ -106,13 +124,17 @@ def install_handlers(app: Any) -> None:
         errs = exc.errors()
         first = errs[0] if errs else {}
         loc = [str(p) for p in first.get("loc", ()) if p != "body"]
-        return error_response(ProxyError(422, f"{'.'.join(loc) or 'body'}: {first.get('msg', 'invalid')}",
-                                         param=".".join(loc) or None))
+        return error_response(
+            ProxyError(
+                422, f"{'.'.join(loc) or 'body'}: {first.get('msg', 'invalid')}", param=".".join(loc) or None
+            )
+        )
 
     async def unexpected(request: Request, exc: Exception) -> Any:
         logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-        return error_response(ProxyError(500, "The proxy hit an internal error; it has been logged.",
-                                         code="internal_error"))
+        return error_response(
+            ProxyError(500, "The proxy hit an internal error; it has been logged.", code="internal_error")
+        )
 
     app.add_exception_handler(ProxyError, proxy_error)
     app.add_exception_handler(HTTPException, http_error)

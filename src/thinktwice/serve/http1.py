@@ -54,12 +54,19 @@ class Http1Pool:
             tls = u.scheme == "https"
             port = u.port or (443 if tls else 80)
             default = port == (443 if tls else 80)
-            o = _Origin(u.hostname or "127.0.0.1", port, tls, u.path.rstrip("/"),
-                        u.hostname if default else f"{u.hostname}:{port}")  # type: ignore[arg-type]
+            o = _Origin(
+                u.hostname or "127.0.0.1",
+                port,
+                tls,
+                u.path.rstrip("/"),
+                u.hostname if default else f"{u.hostname}:{port}",
+            )  # type: ignore[arg-type]
             self._origins[base_url] = o
         return o
 
-    async def post(self, base_url: str, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+    async def post(
+        self, base_url: str, path: str, body: bytes, headers: dict[str, str]
+    ) -> tuple[int, dict[str, str], bytes]:
         """POST ``body`` to ``base_url + path``; returns (status, lower-cased headers, body)."""
         o = self._origin(base_url)
         head = [f"POST {o.prefix}{path} HTTP/1.1\r\nHost: {o.host_header}\r\nContent-Length: {len(body)}\r\n"]
@@ -93,8 +100,15 @@ class Http1Pool:
             raise UpstreamUnreachable(f"cannot connect to {o.host}:{o.port} ({type(e).__name__})") from None
         return await self._roundtrip(o, reader, writer, request, reused=False)
 
-    async def _roundtrip(self, o: _Origin, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                         request: bytes, *, reused: bool) -> tuple[int, dict[str, str], bytes]:
+    async def _roundtrip(
+        self,
+        o: _Origin,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        request: bytes,
+        *,
+        reused: bool,
+    ) -> tuple[int, dict[str, str], bytes]:
         got_any = False
         try:
             writer.write(request)

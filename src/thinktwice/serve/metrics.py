@@ -14,8 +14,25 @@ from thinktwice.types import Usage
 
 __all__ = ["LATENCY_BUCKETS", "Metrics"]
 
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-                   120.0, 300.0)
+LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+)
 
 
 def _esc(v: str) -> str:
@@ -64,10 +81,13 @@ class Metrics:
         ]
         for (ep, status), v in sorted(self.requests.items()):
             out.append(f'thinktwice_requests_total{{endpoint="{_esc(ep)}",status="{status}"}} {v}')
-        out += ["# HELP thinktwice_requests_in_flight Requests being answered now.",
-                "# TYPE thinktwice_requests_in_flight gauge", f"thinktwice_requests_in_flight {self.in_flight}",
-                "# HELP thinktwice_request_duration_seconds Time from request to the last response byte.",
-                "# TYPE thinktwice_request_duration_seconds histogram"]
+        out += [
+            "# HELP thinktwice_requests_in_flight Requests being answered now.",
+            "# TYPE thinktwice_requests_in_flight gauge",
+            f"thinktwice_requests_in_flight {self.in_flight}",
+            "# HELP thinktwice_request_duration_seconds Time from request to the last response byte.",
+            "# TYPE thinktwice_request_duration_seconds histogram",
+        ]
         for ep, counts in sorted(self._buckets.items()):
             e = _esc(ep)
             acc = 0
@@ -78,18 +98,25 @@ class Metrics:
             out.append(f'thinktwice_request_duration_seconds_bucket{{endpoint="{e}",le="+Inf"}} {acc}')
             out.append(f'thinktwice_request_duration_seconds_sum{{endpoint="{e}"}} {self._sum[ep]:.6f}')
             out.append(f'thinktwice_request_duration_seconds_count{{endpoint="{e}"}} {self._count[ep]}')
-        out += ["# HELP thinktwice_decisions_total Decisions made, by strategy.",
-                "# TYPE thinktwice_decisions_total counter"]
+        out += [
+            "# HELP thinktwice_decisions_total Decisions made, by strategy.",
+            "# TYPE thinktwice_decisions_total counter",
+        ]
         for name, v in sorted(self.decisions.items()):
             out.append(f'thinktwice_decisions_total{{strategy="{_esc(name)}"}} {v}')
-        out += ["# HELP thinktwice_upstream_calls_total Calls made to the upstream model.",
-                "# TYPE thinktwice_upstream_calls_total counter", f"thinktwice_upstream_calls_total {self.upstream_calls}",
-                "# HELP thinktwice_upstream_errors_total Upstream failures, by the status the client got.",
-                "# TYPE thinktwice_upstream_errors_total counter"]
+        out += [
+            "# HELP thinktwice_upstream_calls_total Calls made to the upstream model.",
+            "# TYPE thinktwice_upstream_calls_total counter",
+            f"thinktwice_upstream_calls_total {self.upstream_calls}",
+            "# HELP thinktwice_upstream_errors_total Upstream failures, by the status the client got.",
+            "# TYPE thinktwice_upstream_errors_total counter",
+        ]
         for status, v in sorted(self.upstream_errors.items()):
             out.append(f'thinktwice_upstream_errors_total{{status="{status}"}} {v}')
-        out += ["# HELP thinktwice_upstream_tokens_total Tokens the upstream reported, by kind.",
-                "# TYPE thinktwice_upstream_tokens_total counter",
-                f'thinktwice_upstream_tokens_total{{kind="prompt"}} {self.prompt_tokens}',
-                f'thinktwice_upstream_tokens_total{{kind="completion"}} {self.completion_tokens}']
+        out += [
+            "# HELP thinktwice_upstream_tokens_total Tokens the upstream reported, by kind.",
+            "# TYPE thinktwice_upstream_tokens_total counter",
+            f'thinktwice_upstream_tokens_total{{kind="prompt"}} {self.prompt_tokens}',
+            f'thinktwice_upstream_tokens_total{{kind="completion"}} {self.completion_tokens}',
+        ]
         return "\n".join(out) + "\n"

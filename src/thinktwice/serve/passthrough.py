@@ -39,8 +39,14 @@ class Upstream:
     far more CPU per request than several small ones.
     """
 
-    def __init__(self, base_urls: Sequence[str], api_key: str | None, timeout_s: float,
-                 max_connections: int = 256, shards: int = 8) -> None:
+    def __init__(
+        self,
+        base_urls: Sequence[str],
+        api_key: str | None,
+        timeout_s: float,
+        max_connections: int = 256,
+        shards: int = 8,
+    ) -> None:
         self.base_urls = tuple(u.rstrip("/") for u in base_urls)
         self.api_key = api_key
         self._rr = itertools.cycle(range(len(self.base_urls))) if self.base_urls else None
@@ -48,10 +54,17 @@ class Upstream:
         per = -(-max_connections // shards)
         timeout = httpx.Timeout(timeout_s, connect=min(10.0, timeout_s))
         # one TLS context for every shard (loading the CA bundle costs tens of ms each time)
-        verify: ssl.SSLContext | bool = (ssl.create_default_context()
-                                         if any(u.startswith("https:") for u in self.base_urls) else False)
-        self.clients = [httpx.AsyncClient(timeout=timeout, verify=verify, limits=httpx.Limits(
-            max_connections=per, max_keepalive_connections=per)) for _ in range(shards)]
+        verify: ssl.SSLContext | bool = (
+            ssl.create_default_context() if any(u.startswith("https:") for u in self.base_urls) else False
+        )
+        self.clients = [
+            httpx.AsyncClient(
+                timeout=timeout,
+                verify=verify,
+                limits=httpx.Limits(max_connections=per, max_keepalive_connections=per),
+            )
+            for _ in range(shards)
+        ]
         self._shard = itertools.cycle(self.clients)
         self.pool = Http1Pool(timeout_s, max_connections)
 
@@ -81,7 +94,9 @@ class Upstream:
             await c.aclose()
 
 
-def _upstream_error(status: int, content: bytes, headers: Mapping[str, str], used_own_key: bool) -> ProxyError:
+def _upstream_error(
+    status: int, content: bytes, headers: Mapping[str, str], used_own_key: bool
+) -> ProxyError:
     try:
         err = json.loads(content).get("error") or {}
         msg = str(err.get("message") or "") if isinstance(err, dict) else str(err)
@@ -90,16 +105,23 @@ def _upstream_error(status: int, content: bytes, headers: Mapping[str, str], use
     msg = msg or content[:200].decode("utf-8", "replace") or f"status {status}"
     if status == 429:
         retry = headers.get("retry-after")
-        return ProxyError(429, f"The upstream is rate limiting requests: {msg}", code="rate_limit_exceeded",
-                          headers={"Retry-After": retry} if retry else None)
+        return ProxyError(
+            429,
+            f"The upstream is rate limiting requests: {msg}",
+            code="rate_limit_exceeded",
+            headers={"Retry-After": retry} if retry else None,
+        )
     if status in (401, 403) and used_own_key:
         return ProxyError(502, "The upstream rejected the proxy's API key.", code="upstream_auth")
     if 400 <= status < 500:
         code = err.get("code") if isinstance(err, dict) else None
         param = err.get("param") if isinstance(err, dict) else None
-        return ProxyError(status if status in (400, 401, 403, 404, 413, 422) else 400, msg,
-                          code=code if isinstance(code, str) else None,
-                          param=param if isinstance(param, str) else None)
+        return ProxyError(
+            status if status in (400, 401, 403, 404, 413, 422) else 400,
+            msg,
+            code=code if isinstance(code, str) else None,
+            param=param if isinstance(param, str) else None,
+        )
     if status == 504:
         return ProxyError(504, f"The upstream timed out: {msg}", code="upstream_timeout")
     return ProxyError(502, f"The upstream failed with status {status}: {msg}", code="upstream_error")
@@ -111,7 +133,9 @@ def _count_usage(metrics: Metrics, content: bytes) -> None:
         return
     try:
         usage = json.loads(content).get("usage") or {}
-        metrics.upstream_raw(1, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+        metrics.upstream_raw(
+            1, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+        )
     except (ValueError, AttributeError, TypeError):
         metrics.upstream_raw(1, 0, 0)
 
@@ -136,11 +160,14 @@ async def forward(
         try:
             status, resp_headers, data = await upstream.pool.post(upstream.base(), path, content, headers)
         except UpstreamTimeout as e:
-            raise _failed(metrics, ProxyError(504, f"The upstream did not answer in time ({e}).",
-                                              code="upstream_timeout")) from None
+            raise _failed(
+                metrics,
+                ProxyError(504, f"The upstream did not answer in time ({e}).", code="upstream_timeout"),
+            ) from None
         except UpstreamUnreachable as e:
-            raise _failed(metrics, ProxyError(502, f"The upstream could not be reached ({e}).",
-                                              code="upstream_error")) from None
+            raise _failed(
+                metrics, ProxyError(502, f"The upstream could not be reached ({e}).", code="upstream_error")
+            ) from None
         if status != 200:
             raise _failed(metrics, _upstream_error(status, data, resp_headers, own_key))
         _count_usage(metrics, data)
@@ -150,11 +177,19 @@ async def forward(
     try:
         resp = await client.send(req, stream=True)
     except httpx.TimeoutException as e:
-        raise _failed(metrics, ProxyError(504, f"The upstream did not answer in time ({type(e).__name__}).",
-                                          code="upstream_timeout")) from None
+        raise _failed(
+            metrics,
+            ProxyError(
+                504, f"The upstream did not answer in time ({type(e).__name__}).", code="upstream_timeout"
+            ),
+        ) from None
     except httpx.TransportError as e:
-        raise _failed(metrics, ProxyError(502, f"The upstream could not be reached ({type(e).__name__}).",
-                                          code="upstream_error")) from None
+        raise _failed(
+            metrics,
+            ProxyError(
+                502, f"The upstream could not be reached ({type(e).__name__}).", code="upstream_error"
+            ),
+        ) from None
     if resp.status_code != 200:
         try:
             body = await resp.aread()
@@ -164,8 +199,12 @@ async def forward(
             await resp.aclose()
         raise _failed(metrics, _upstream_error(resp.status_code, body, resp.headers, own_key))
     metrics.upstream_raw(1, 0, 0)
-    return StreamingResponse(_relay(resp, metrics), media_type="text/event-stream",
-                             headers={"cache-control": "no-cache"}, background=BackgroundTask(resp.aclose))
+    return StreamingResponse(
+        _relay(resp, metrics),
+        media_type="text/event-stream",
+        headers={"cache-control": "no-cache"},
+        background=BackgroundTask(resp.aclose),
+    )
 
 
 def _failed(metrics: Metrics, err: ProxyError) -> ProxyError:
@@ -182,8 +221,14 @@ async def _relay(resp: httpx.Response, metrics: Metrics) -> AsyncIterator[bytes]
             tail = _scan_usage(tail + chunk, metrics)
     except httpx.HTTPError as e:
         logger.warning("upstream stream broke: %s", e)
-        err = {"error": {"message": f"The upstream stream broke ({type(e).__name__}).", "type": "upstream_error",
-                         "param": None, "code": "upstream_error"}}
+        err = {
+            "error": {
+                "message": f"The upstream stream broke ({type(e).__name__}).",
+                "type": "upstream_error",
+                "param": None,
+                "code": "upstream_error",
+            }
+        }
         yield b"data: " + json.dumps(err).encode() + b"\n\n"
     finally:
         await resp.aclose()
@@ -202,6 +247,7 @@ def _scan_usage(buf: bytes, metrics: Metrics) -> bytes:
                 except ValueError:
                     continue
                 if isinstance(usage, dict):
-                    metrics.upstream_raw(0, int(usage.get("prompt_tokens") or 0),
-                                         int(usage.get("completion_tokens") or 0))
+                    metrics.upstream_raw(
+                        0, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+                    )
     return rest[-65536:]

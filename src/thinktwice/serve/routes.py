@@ -50,15 +50,25 @@ async def models(request: Request) -> Response:
     st = request.app.state
     base = st.config.model or st.backends.default.model
     ids = [base] + [f"{s}/{base}" for s in valid_strategies()]
-    return JSONResponse({"object": "list", "data": [
-        {"id": i, "object": "model", "created": 0, "owned_by": "thinktwice"} for i in ids]})
+    return JSONResponse(
+        {
+            "object": "list",
+            "data": [{"id": i, "object": "model", "created": 0, "owned_by": "thinktwice"} for i in ids],
+        }
+    )
 
 
 @router.get("/health")
 async def health(request: Request) -> Response:
     st = request.app.state
-    return JSONResponse({"status": "ok", "strategy": st.config.strategy, "upstreams": len(st.config.upstreams),
-                         "model": st.config.model or st.backends.default.model})
+    return JSONResponse(
+        {
+            "status": "ok",
+            "strategy": st.config.strategy,
+            "upstreams": len(st.config.upstreams),
+            "model": st.config.model or st.backends.default.model,
+        }
+    )
 
 
 @router.get("/metrics")
@@ -101,24 +111,39 @@ async def _complete(request: Request, kind: Literal["chat", "completion"]) -> Re
                 body["model"] = route.model
             raw = json.dumps(body).encode()
         auth = None if st.config.api_keys else request.headers.get("authorization")
-        return await forward(st.upstream, st.metrics, "/chat/completions" if chat else "/completions", raw,
-                             stream=req.stream, client_auth=auth)
+        return await forward(
+            st.upstream,
+            st.metrics,
+            "/chat/completions" if chat else "/completions",
+            raw,
+            stream=req.stream,
+            client_auth=auth,
+        )
     if isinstance(req, ChatRequest) and req.tools:
-        raise ProxyError(400, f"tools are forwarded only by the '{PASSTHROUGH}' strategy (model "
-                              f"'{PASSTHROUGH}/MODEL'); strategy {route.strategy!r} cannot call tools.",
-                         param="tools")
+        raise ProxyError(
+            400,
+            f"tools are forwarded only by the '{PASSTHROUGH}' strategy (model "
+            f"'{PASSTHROUGH}/MODEL'); strategy {route.strategy!r} cannot call tools.",
+            param="tools",
+        )
     return await _decide(request, req, route, chat)
 
 
 def _strategy(st: Any, route: Route, temperature: float | None) -> Strategy:
     cfg = st.config
-    if (st.default_strategy is not None and temperature is None and route.strategy == cfg.strategy
-            and dict(route.options) == dict(cfg.strategy_options)):
+    if (
+        st.default_strategy is not None
+        and temperature is None
+        and route.strategy == cfg.strategy
+        and dict(route.options) == dict(cfg.strategy_options)
+    ):
         return st.default_strategy  # type: ignore[no-any-return]
     return build_strategy(route, temperature)
 
 
-async def _decide(request: Request, req: ChatRequest | CompletionRequest, route: Route, chat: bool) -> Response:
+async def _decide(
+    request: Request, req: ChatRequest | CompletionRequest, route: Route, chat: bool
+) -> Response:
     st = request.app.state
     cfg = st.config
     strategy = _strategy(st, route, req.temperature)
@@ -135,15 +160,24 @@ async def _decide(request: Request, req: ChatRequest | CompletionRequest, route:
         queries = [make_query(rid, req.prompt(), req.question(), st.answers, params)]
     else:
         queries = [make_query(rid, Prompt(raw=p), p, st.answers, params) for p in req.prompts()]
-    tasks = await run_decisions(strategy, queries, backend, req.n, route.budget_tokens, req.seed,
-                                cfg.request_timeout_s)
+    tasks = await run_decisions(
+        strategy, queries, backend, req.n, route.budget_tokens, req.seed, cfg.request_timeout_s
+    )
     model = req.model or route.model or backend.model
     name = getattr(strategy, "name", route.strategy)
     created = now()
     if req.stream:
         await first_ready(tasks, cfg.request_timeout_s)
-        gen = stream_decisions(tasks, chat=chat, rid=rid, created=created, model=model, strategy=name,
-                               include_usage=req.include_usage, on_done=lambda ds: _account(st, name, ds))
+        gen = stream_decisions(
+            tasks,
+            chat=chat,
+            rid=rid,
+            created=created,
+            model=model,
+            strategy=name,
+            include_usage=req.include_usage,
+            on_done=lambda ds: _account(st, name, ds),
+        )
         return StreamingResponse(gen, media_type="text/event-stream", headers={"cache-control": "no-cache"})
     results = await asyncio.gather(*tasks, return_exceptions=True)
     for r in results:
@@ -157,17 +191,27 @@ async def _decide(request: Request, req: ChatRequest | CompletionRequest, route:
     _account(st, name, decisions)
     choices = []
     for i, d in enumerate(decisions):
-        c: dict[str, Any] = {"index": i, "logprobs": None, "finish_reason": finish_reason(d),
-                             "thinktwice": choice_extension(d)}
+        c: dict[str, Any] = {
+            "index": i,
+            "logprobs": None,
+            "finish_reason": finish_reason(d),
+            "thinktwice": choice_extension(d),
+        }
         if chat:
             c["message"] = {"role": "assistant", "content": d.response}
         else:
             c["text"] = d.response
         choices.append(c)
-    return JSONResponse({
-        "id": rid, "object": "chat.completion" if chat else "text_completion", "created": created,
-        "model": model, "choices": choices, "usage": usage_block(decisions, name),
-    })
+    return JSONResponse(
+        {
+            "id": rid,
+            "object": "chat.completion" if chat else "text_completion",
+            "created": created,
+            "model": model,
+            "choices": choices,
+            "usage": usage_block(decisions, name),
+        }
+    )
 
 
 def _account(st: Any, strategy: str, decisions: list[Decision]) -> None:

@@ -102,16 +102,33 @@ async def stream_decisions(
 def _choice_chunks(base: dict[str, Any], i: int, d: Decision, chat: bool) -> list[bytes]:
     out = []
     if chat:
-        out.append(sse({**base, "choices": [{"index": i, "delta": {"role": "assistant", "content": ""},
-                                             "logprobs": None, "finish_reason": None}]}))
+        out.append(
+            sse(
+                {
+                    **base,
+                    "choices": [
+                        {
+                            "index": i,
+                            "delta": {"role": "assistant", "content": ""},
+                            "logprobs": None,
+                            "finish_reason": None,
+                        }
+                    ],
+                }
+            )
+        )
     for piece in text_pieces(d.response):
         if chat:
             ch = {"index": i, "delta": {"content": piece}, "logprobs": None, "finish_reason": None}
         else:
             ch = {"index": i, "text": piece, "logprobs": None, "finish_reason": None}
         out.append(sse({**base, "choices": [ch]}))
-    last: dict[str, Any] = {"index": i, "logprobs": None, "finish_reason": finish_reason(d),
-                            "thinktwice": choice_extension(d)}
+    last: dict[str, Any] = {
+        "index": i,
+        "logprobs": None,
+        "finish_reason": finish_reason(d),
+        "thinktwice": choice_extension(d),
+    }
     last.update({"delta": {}} if chat else {"text": ""})
     out.append(sse({**base, "choices": [last]}))
     return out
