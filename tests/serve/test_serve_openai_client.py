@@ -217,3 +217,27 @@ def test_api_keys(make_proxy, upstream: FakeOpenAIServer) -> None:  # type: igno
     with openai.OpenAI(base_url=srv.url, api_key="k2", max_retries=0) as good:
         assert good.chat.completions.create(model="fake-model", messages=MSG).choices
     assert httpx.get(srv.url.removesuffix("/v1") + "/health").json()["status"] == "ok"
+
+
+def test_metrics_count_passthrough_tokens(
+    client: openai.OpenAI, proxy: ServerThread, upstream: FakeOpenAIServer
+) -> None:
+    import httpx
+
+    client.chat.completions.create(model="passthrough/fake-model", messages=MSG, seed=1)
+    list(
+        client.chat.completions.create(
+            model="passthrough/fake-model",
+            messages=MSG,
+            seed=2,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    text = httpx.get(proxy.url.removesuffix("/v1") + "/metrics").text
+    values = dict(line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
+    assert int(values["thinktwice_upstream_calls_total"]) == 2 == upstream.stats.completed
+    assert int(values['thinktwice_upstream_tokens_total{kind="prompt"}']) == upstream.stats.prompt_tokens > 0
+    assert (
+        int(values['thinktwice_upstream_tokens_total{kind="completion"}']) == upstream.stats.completion_tokens
+    )
