@@ -27,7 +27,7 @@ from thinktwice.serve.decide import Backends
 from thinktwice.serve.errors import ProxyError, install_handlers
 from thinktwice.serve.metrics import Metrics
 from thinktwice.serve.passthrough import Upstream
-from thinktwice.serve.routes import router
+from thinktwice.serve.routes import build_router
 
 __all__ = ["ServerThread", "create_app", "uvicorn_options"]
 
@@ -107,7 +107,7 @@ def create_app(
         title="thinktwice proxy", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
     )
     install_handlers(app)
-    app.include_router(router)
+    app.include_router(build_router())
     app.add_middleware(Guard, config=cfg, metrics=metrics)
     return app
 

@@ -30,22 +30,17 @@ from thinktwice.serve.streaming import first_ready, stream_decisions
 from thinktwice.strategies.base import Strategy
 from thinktwice.types import Decision, Prompt, SamplingParams
 
-__all__ = ["router"]
-
-router = APIRouter()
+__all__ = ["build_router"]
 
 
-@router.post("/v1/chat/completions")
 async def chat_completions(request: Request) -> Response:
     return await _complete(request, "chat")
 
 
-@router.post("/v1/completions")
 async def completions(request: Request) -> Response:
     return await _complete(request, "completion")
 
 
-@router.get("/v1/models")
 async def models(request: Request) -> Response:
     st = request.app.state
     base = st.config.model or st.backends.default.model
@@ -58,7 +53,6 @@ async def models(request: Request) -> Response:
     )
 
 
-@router.get("/health")
 async def health(request: Request) -> Response:
     st = request.app.state
     return JSONResponse(
@@ -71,9 +65,19 @@ async def health(request: Request) -> Response:
     )
 
 
-@router.get("/metrics")
 async def metrics(request: Request) -> Response:
     return PlainTextResponse(request.app.state.metrics.render(), media_type="text/plain; version=0.0.4")
+
+
+def build_router() -> APIRouter:
+    """A fresh router with the proxy's endpoints (one per app: no shared module state)."""
+    router = APIRouter()
+    router.add_api_route("/v1/chat/completions", chat_completions, methods=["POST"])
+    router.add_api_route("/v1/completions", completions, methods=["POST"])
+    router.add_api_route("/v1/models", models, methods=["GET"])
+    router.add_api_route("/health", health, methods=["GET"])
+    router.add_api_route("/metrics", metrics, methods=["GET"])
+    return router
 
 
 def _decode(raw: bytes) -> dict[str, Any]:
