@@ -119,7 +119,8 @@ def store_pool(path: str, run_id: int) -> tuple[object, list[Problem], dict[str,
     return task, [p for p in problems if p.id in source], source.pools
 
 
-async def live_pool(backend_spec: str, task_name: str, limit: int, n: int, seed: int):  # type: ignore[no-untyped-def]
+async def live_pool(backend_spec: str, task_name: str, limit: int, n: int, seed: int,  # type: ignore[no-untyped-def]
+                    temperature: float):
     import thinktwice.tasks  # noqa: F401
     from thinktwice import lm
     from thinktwice.eval.matched import draw_pool
@@ -136,7 +137,7 @@ async def live_pool(backend_spec: str, task_name: str, limit: int, n: int, seed:
     problems = list(task.load("test", limit=limit))
     backend = lm.create(backend_spec)
     try:
-        pools = await draw_pool(task, backend, problems, n, seed=seed, temperature=0.8)
+        pools = await draw_pool(task, backend, problems, n, seed=seed, temperature=temperature)
     finally:
         await backend.aclose()
     return task, problems, pools
@@ -186,6 +187,7 @@ def main() -> None:
     ap.add_argument("--orders", type=int, default=5, help="common random orders of each pool")
     ap.add_argument("--window", type=int, default=8, help="DeepConf group window (short traces here)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--temperature", type=float, default=0.8, help="sampling temperature of a live pool")
     a = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     source = "synthetic"
@@ -196,8 +198,8 @@ def main() -> None:
         task = None
         spec = a.backend or "organism"
         try:
-            task, problems, pools = asyncio.run(live_pool(spec, a.task, a.problems, a.n, a.seed))
-            source = f"{spec} on {a.task}, drawn now"
+            task, problems, pools = asyncio.run(live_pool(spec, a.task, a.problems, a.n, a.seed, a.temperature))
+            source = f"{spec} on {a.task}, T={a.temperature}, drawn now"
         except Exception as e:
             if a.backend:
                 raise

@@ -138,8 +138,13 @@ async def draw_pool(
     seed: int = 0,
     temperature: float = 0.7,
     concurrency: int = 16,
+    top_logprobs: int = 20,
 ) -> dict[str, list[Sample]]:
-    """Draw ``n`` samples per problem live (self-consistency's calls) and return them as pools."""
+    """Draw ``n`` samples per problem live (self-consistency's calls) and return them as pools.
+
+    Samples carry token statistics with up to ``top_logprobs`` alternatives (capped by the
+    backend), so confidence signals and DeepConf can be replayed from the pool.
+    """
     from thinktwice.eval.runner import problem_seed
     from thinktwice.strategies.self_consistency import SelfConsistency
 
@@ -147,9 +152,14 @@ async def draw_pool(
     sem = asyncio.Semaphore(max(1, concurrency))
     pools: dict[str, list[Sample]] = {}
 
+    caps = backend.capabilities
+    width = min(top_logprobs, caps.top_logprobs) if caps.logprobs else 0
+
     async def one(p: Problem) -> None:
         async with sem:
-            d = await sc.run(Query.from_task(task, p), backend, seed=problem_seed(seed, p.id))
+            q = Query.from_task(task, p)
+            q = Query(q.problem, q.prompt, q.answers, q.params.replace(logprobs=caps.logprobs, top_logprobs=width))
+            d = await sc.run(q, backend, seed=problem_seed(seed, p.id))
             pools[p.id] = [c.sample for c in d.candidates]
 
     await asyncio.gather(*(one(p) for p in problems))
