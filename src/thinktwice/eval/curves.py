@@ -30,7 +30,9 @@ Strategies (spec strings, comma-separated on the CLI):
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -210,16 +212,24 @@ def _weights(pool: PoolData, name: str) -> np.ndarray:
 
 
 def fixed_weights(pool: PoolData, name: str) -> np.ndarray:
-    """Vote weights as int64 fixed-point numbers (P, N).
+    """Vote weights as fixed-point integers (P, N): int32 when N <= 180, else int64.
 
     Weighted tallies are then exact and independent of summation order, so ties are real ties
-    (broken by first appearance) in the vectorised replay and in any reference alike. The scale
-    keeps every tally of N samples below 2**40 (a relative resolution of about 1e-12 of the largest).
+    (broken by first appearance) in the vectorised replay and in any reference alike. The pool's
+    largest weight maps to U units with ``N * U * (N + 1) < 2**31`` (U = 516,000 for N = 64, a
+    resolution of 2e-6 of the largest weight), so a tally times N + 1 plus a tie-break index fits
+    int32; past N = 180, int64 with U = 2**40 / N. Zero (and missing) weights count one unit.
     """
     w = _weights(pool, name)
+    n = max(1, w.shape[1])
     top = float(w.max()) if w.size else 0.0
-    scale = 2.0**40 / (max(1, w.shape[1]) * top) if top > 0 else 1.0
-    return np.round(w * scale).astype(np.int64)
+    units = (2**31 - 1 - n) // (n * (n + 1))
+    dtype: type[np.signedinteger] = np.int32
+    if units < 2**16:
+        units, dtype = 2**40 // n, np.int64
+    scale = units / top if top > 0 else 1.0
+    # at least one unit: a kept trace always outweighs none (zero weights would tie with absent votes)
+    return np.clip(np.round(w * scale), 1, units).astype(dtype)
 
 
 def replay(
@@ -232,6 +242,7 @@ def replay(
     native_n: bool = False,
     n_boot: int = 1000,
     keep_correct: bool = True,
+    workers: int | None = None,
 ) -> list[Curve]:
     """Replay ``specs`` over ``pool`` and return one Curve per spec (plus none for duplicates).
 
@@ -239,7 +250,8 @@ def replay(
     ``native_n`` says the backend returns n samples per call (SC then costs one call); otherwise
     every sample is its own call. ESC always costs one call per window, adaptive-consistency one
     call per sample (the paper's sequential rule). Prompt tokens = calls x the
-    problem's prompt length.
+    problem's prompt length. ``workers`` threads share the chunks of orders (default: the CPU
+    count, at most 8).
     """
     P, N = pool.labels.shape
     if P == 0 or N == 0:
@@ -249,7 +261,10 @@ def replay(
     orders = np.asarray(orders)
     if orders.shape[1:] != (P, N):
         raise ConfigError(f"orders must have shape (B, {P}, {N}), got {orders.shape}")
-    eng = _Engine(pool, orders, native_n)
+    if workers is None:
+        workers = min(8, os.cpu_count() or 1)
+    eng = _Engine(pool, orders, native_n, workers=workers)
+    eng.want_counts = any(s.kind == "adaptive-consistency" for s in specs)
     curves = []
     for i, spec in enumerate(specs):
         correct, used, calls, tokens = eng.run(spec)
@@ -273,7 +288,9 @@ def replay_detail(
     orders = np.asarray(orders)
     if orders.ndim != 3 or orders.shape[1:] != pool.shape:
         raise ConfigError(f"orders must have shape (B, {pool.shape[0]}, {pool.shape[1]}), got {orders.shape}")
-    return _Engine(pool, orders, native_n).run(spec)
+    eng = _Engine(pool, orders, native_n)
+    eng.want_counts = spec.kind == "adaptive-consistency"
+    return eng.run(spec)
 
 
 def pass_at_k_points(pool: PoolData, *, n_boot: int = 1000, seed: int = 0) -> Curve:
@@ -297,26 +314,46 @@ class _Engine:
     largest tally, ties going to the class that appeared first.
     """
 
-    def __init__(self, pool: PoolData, orders: np.ndarray, native_n: bool, chunk_elems: int = 6_000_000) -> None:
+    def __init__(self, pool: PoolData, orders: np.ndarray, native_n: bool, chunk_elems: int = 4_000_000,
+                 workers: int = 1) -> None:
         B, P, N = orders.shape
+        self.workers = max(1, workers)
         self.pool = pool
         self.native_n = native_n
         self.shape = (B, P, N)
-        self.flat = orders.astype(np.int64) + (np.arange(P, dtype=np.int64) * N)[None, :, None]
+        idt = np.int32 if P * N < 2**31 else np.int64
+        self.flat = orders.astype(idt) + (np.arange(P, dtype=idt) * N)[None, :, None]
         self.C = C = max(1, pool.class_correct.shape[1])
         ldt = np.int16 if C < 2**15 else np.int32
         self.L = pool.labels.ravel().astype(ldt)[self.flat]
-        self.tok = pool.completion_tokens.ravel().astype(np.float64)[self.flat]
-        self.cumtok = np.concatenate([np.zeros((B, P, 1)), np.cumsum(self.tok, axis=2)], axis=2)
+        # token counts are integers: float32 sums are exact below 2**24 tokens per problem
+        self.tok = pool.completion_tokens.ravel().astype(np.float32)[self.flat]
+        self.cumtok = np.zeros((B, P, N + 1), dtype=np.float32)
+        np.cumsum(self.tok, axis=2, out=self.cumtok[:, :, 1:])
         self.cc = np.concatenate([pool.class_correct, np.zeros((P, 1), bool)], axis=1)
         self.arC = np.arange(C, dtype=ldt)
         self.cdt = np.int16 if (N + 1) * (N + 2) < 2**15 else np.int32
+        self.small = np.int8 if N < 127 else (np.int16 if N < 2**15 else np.int32)
         self.step = max(1, chunk_elems // max(1, P * N * C))
         self._sc: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self.want_counts = False
+        self._rel = (np.empty((B, P, N), dtype=self.L.dtype), np.empty((B, P, C), dtype=np.intp))
+        self._rel_done = np.zeros(B, dtype=bool)
 
     def chunks(self) -> list[slice]:
         B = self.shape[0]
         return [slice(b0, min(B, b0 + self.step)) for b0 in range(0, B, self.step)]
+
+    def each_chunk(self, fn: Callable[[slice], None]) -> None:
+        """Run ``fn`` on every chunk of orders; chunks write disjoint slices, so threads are safe
+        (numpy releases the GIL inside its loops)."""
+        chunks = self.chunks()
+        if self.workers <= 1 or len(chunks) == 1:
+            for sl in chunks:
+                fn(sl)
+            return
+        with ThreadPoolExecutor(max_workers=self.workers) as ex:
+            list(ex.map(fn, chunks))
 
     def permuted(self, values: np.ndarray) -> np.ndarray:
         return np.asarray(values, dtype=np.float64).ravel()[self.flat]
@@ -325,44 +362,65 @@ class _Engine:
         P = self.shape[1]
         return self.cc[np.arange(P)[None, :, None], np.where(win < 0, self.C, win)]
 
-    def _first_seen(self, oh: np.ndarray) -> np.ndarray:
-        N = self.shape[2]
-        return np.where(oh.any(axis=2), oh.argmax(axis=2), N).astype(self.cdt)  # (b, P, C)
+    def _relabel(self, L: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Renumber each order's classes by first appearance, so that np.argmax's first-maximum
+        rule *is* the tie rule (earliest class wins). Returns the renumbered labels (b, P, N) and,
+        per new id, the original class (b, P, C; C = none)."""
+        N, C = self.shape[2], self.C
+        oh = L[..., None] == self.arC
+        fs = np.where(oh.any(axis=2), oh.argmax(axis=2), N)  # (b, P, C) first position per class
+        order_c = np.argsort(fs, axis=-1, kind="stable")  # new id -> original class
+        rank = np.empty_like(order_c)
+        np.put_along_axis(rank, order_c, np.broadcast_to(np.arange(C), order_c.shape), axis=-1)
+        Lr = np.take_along_axis(rank, np.maximum(L, 0).astype(np.intp), axis=2)
+        Lr = np.where(L >= 0, Lr, -1).astype(L.dtype)
+        orig = np.where(np.take_along_axis(fs, order_c, axis=-1) < N, order_c, C)
+        return Lr, orig
 
-    def _int_winner(self, tallies: np.ndarray, fs: np.ndarray, alive: np.ndarray | None,
-                    any_seen: np.ndarray) -> np.ndarray:
-        """Largest integer tally per prefix, ties to the earliest class; -1 before any answer.
+    def relabelled(self, sl: slice) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_relabel` of the orders in ``sl``, computed once per replay and shared by strategies."""
+        if not self._rel_done[sl].all():  # chunks are disjoint, so threads never share a slice
+            Lr, orig = self._relabel(self.L[sl])
+            self._rel[0][sl], self._rel[1][sl] = Lr, orig
+            self._rel_done[sl] = True
+        return self._rel[0][sl], self._rel[1][sl]
 
-        ``alive`` masks classes with no counted member (DeepConf drops); classes not seen yet in
-        the prefix always lose to seen ones, since their first appearance is later.
-        """
-        N = self.shape[2]
-        key = tallies * (N + 1) + (N - fs.astype(np.int64))[:, :, None, :]
-        if alive is not None:
-            key = np.where(alive, key, -1)
-        return np.where(any_seen, key.argmax(axis=-1), -1)
+    def _correct_rel(self, win: np.ndarray, orig: np.ndarray) -> np.ndarray:
+        """Correctness of renumbered winners ``win`` (b, P, K; -1 = none)."""
+        b, P, _ = win.shape
+        ccr = self.cc[np.arange(P)[None, :, None], orig]  # (b, P, C): is new id correct
+        ccr = np.concatenate([ccr, np.zeros((b, P, 1), bool)], axis=2)  # -1 -> the False column
+        return np.take_along_axis(ccr, np.where(win < 0, self.C, win).astype(np.intp), axis=2)
 
     # -- majority vote, shared by sc / adaptive / esc ---------------------------------------------
     def majority(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(correct, leader count v1, runner-up count v2) after every prefix, each (B, P, N)."""
-        if self._sc is not None:
+        """(correct, leader count v1, runner-up count v2) after every prefix, each (B, P, N).
+
+        The counts are computed only when ``want_counts`` is set (adaptive-consistency needs
+        them); otherwise v1 and v2 are empty.
+        """
+        if self._sc is not None and (self._sc[1].size or not self.want_counts):
             return self._sc
         B, P, N = self.shape
         C = self.C
+        counts_too = self.want_counts
         correct = np.empty((B, P, N), dtype=bool)
-        v1 = np.empty((B, P, N), dtype=self.cdt)
-        v2 = np.zeros((B, P, N), dtype=self.cdt)
-        for sl in self.chunks():
-            oh = self.L[sl][..., None] == self.arC
-            counts = oh.cumsum(axis=2, dtype=self.cdt)
-            fs = self._first_seen(oh)
-            key = counts * self.cdt(N + 1) + (self.cdt(N) - fs)[:, :, None, :]
-            win = key.argmax(axis=-1)
-            top = np.take_along_axis(counts, win[..., None], axis=-1)[..., 0]
-            correct[sl] = self.correct_of(np.where(top > 0, win, -1))
-            v1[sl] = top
-            if C >= 2:
-                v2[sl] = np.where(self.arC == win[..., None], 0, counts).max(axis=-1)
+        v1 = np.empty((B, P, N) if counts_too else 0, dtype=self.small)
+        v2 = np.zeros((B, P, N) if counts_too else 0, dtype=self.small)
+        seen = np.maximum.accumulate(self.L >= 0, axis=2)
+
+        def chunk(sl: slice) -> None:
+            Lr, orig = self.relabelled(sl)
+            counts = (Lr[..., None] == self.arC).cumsum(axis=2, dtype=self.small)
+            win = counts.argmax(axis=-1)  # first maximum = the class that appeared first
+            correct[sl] = self._correct_rel(np.where(seen[sl], win, -1), orig)
+            if counts_too:
+                v1[sl] = np.take_along_axis(counts, win[..., None], axis=-1)[..., 0]
+                if C >= 2:
+                    counts[self.arC == win[..., None]] = 0
+                    v2[sl] = counts.max(axis=-1)
+
+        self.each_chunk(chunk)
         self._sc = (correct, v1, v2)
         return self._sc
 
@@ -395,21 +453,29 @@ class _Engine:
 
     def _stopping(self, spec: CurveSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         N = self.shape[2]
+        if spec.kind == "adaptive-consistency":
+            self.want_counts = True
         sc_correct, v1, v2 = self.majority()
         if spec.kind == "adaptive-consistency":
-            fire = beta_stop_table(N)[v1, v2] >= spec.threshold
+            # P(leader ahead) falls as the runner-up gains: per leader count v1, the largest v2
+            # that still fires (-1: none), so the rule is one small lookup and a comparison
+            fires = beta_stop_table(N) >= spec.threshold
+            lim = np.where(fires.any(axis=1), (N + 1) - np.argmax(fires[:, ::-1], axis=1) - 1, -1)
+            fire = v2 <= lim.astype(np.int16)[v1]
             stop = np.where(fire.any(axis=2), fire.argmax(axis=2) + 1, N + 1)
         else:
             stop = self._esc_stop(spec.window)
-        ks = np.arange(1, N + 1)
-        used = np.minimum(stop[:, :, None], ks[None, None, :])  # (B, P, K) samples drawn
-        correct = np.take_along_axis(sc_correct, used - 1, axis=2)
-        tokens = np.take_along_axis(self.cumtok, used, axis=2)
+        ks = np.arange(1, N + 1, dtype=np.int16)
+        before = ks[None, None, :] < stop[:, :, None]  # (B, P, K): still sampling at budget k
+        at = np.minimum(stop, N)[:, :, None] - 1
+        correct = np.where(before, sc_correct, np.take_along_axis(sc_correct, at, axis=2))
+        tokens = np.where(before, self.cumtok[:, :, 1:], np.take_along_axis(self.cumtok, at + 1, axis=2))
+        used = np.where(before, ks, (at + 1).astype(np.int16))
         if spec.kind == "esc":  # one call of n = window per window, the prompt re-sent each time
-            calls = np.ceil(used / spec.window)
+            calls = (used + (spec.window - 1)) // spec.window
         else:
-            calls = used.astype(np.float64)
-        return correct, used.astype(np.float64), calls, tokens
+            calls = used
+        return correct, used, calls, tokens
 
     def _esc_stop(self, w: int) -> np.ndarray:
         """First prefix length ending a full window of identical answers (N + 1 when none)."""
@@ -428,60 +494,106 @@ class _Engine:
     def _weighted(self, weights: np.ndarray, keep: float) -> np.ndarray:
         """Weighted vote over each prefix, after dropping the k - ceil(keep k) lowest-weight traces."""
         B, P, N = self.shape
-        Wp = weights.ravel()[self.flat]  # int64 fixed point
+        Wp = weights.ravel()[self.flat]  # fixed point (>= 1 unit), see fixed_weights
         drops = np.array([k - math.ceil(keep * k - 1e-9) for k in range(1, N + 1)])
         D = int(drops.max())
-        seen = np.maximum.accumulate(self.L >= 0, axis=2)
+        answered = self.L >= 0
+        seen = np.maximum.accumulate(answered, axis=2)
         out = np.empty((B, P, N), dtype=bool)
-        for sl in self.chunks():
+        def chunk(sl: slice) -> None:
             L, W = self.L[sl], Wp[sl]
-            oh = L[..., None] == self.arC
-            tallies = np.cumsum(np.where(oh, W[..., None], 0), axis=2)
-            alive = None
+            Lr, orig = self.relabelled(sl)
+            votes = (Lr[..., None] == self.arC) * W[..., None]
+            tallies = np.empty(votes.shape, dtype=W.dtype)  # C-contiguous: _dropped edits it flat
+            np.cumsum(votes, axis=2, out=tallies)
+            any_vote = seen[sl]
             if D:
-                dt, dc = self._dropped(L, W, drops, D)
-                tallies -= dt
-                alive = oh.cumsum(axis=2, dtype=self.cdt) > dc
-            win = self._int_winner(tallies, self._first_seen(oh), alive, seen[sl])
-            out[sl] = self.correct_of(win)
+                dropped_answers = self._dropped(Lr, W, drops, D, tallies)
+                # a class whose members were all dropped has tally 0 and loses to any kept class
+                # (weights are >= 1 unit); with no kept answer at all there is no winner
+                any_vote = np.cumsum(answered[sl], axis=2) > dropped_answers
+            win = tallies.argmax(axis=-1)  # first maximum = the class that appeared first
+            out[sl] = self._correct_rel(np.where(any_vote, win, -1), orig)
+
+        self.each_chunk(chunk)
         return out
 
-    def _dropped(self, L: np.ndarray, W: np.ndarray, drops: np.ndarray, D: int) -> tuple[np.ndarray, np.ndarray]:
-        """Tallies and counts of the drops[k] lowest-weight traces of every prefix, (b, P, N, C) each.
+    def _dropped(self, L: np.ndarray, W: np.ndarray, drops: np.ndarray, D: int, tallies: np.ndarray) -> np.ndarray:
+        """Subtract from ``tallies`` (b, P, N, C, in place) the votes of the drops[k] lowest-weight
+        traces of every prefix; returns how many of those carry an answer (b, P, N).
 
-        A sorted buffer of the D lowest (weight, position) traces is carried along the order
-        (equal weights: the earlier trace counts as lower); its first drops[k] entries after
-        sample k are scattered into per-class sums with one bincount.
+        Each trace is packed into one int64 key (weight, position, class) so that the D lowest keys
+        of the prefix are kept sorted by a compare-exchange chain (two ufunc calls per slot and
+        step); equal weights: the earlier trace counts as lower. The first drops[k] slots after
+        sample k are then subtracted from the tallies.
         """
         b, P, N = L.shape
         R, C = b * P, self.C
-        Lf, Wf = L.reshape(R, N), W.reshape(R, N)
-        big = np.iinfo(np.int64).max
-        buf_v = np.full((R, D), big, dtype=np.int64)
-        buf_l = np.full((R, D), -1, dtype=np.int64)
-        hist_v = np.empty((R, N, D), dtype=np.int64)
-        hist_l = np.empty((R, N, D), dtype=np.int64)
-        idx = np.arange(D)
+        pos_bits, lab_bits = int(N).bit_length(), int(C + 1).bit_length()
+        Lf = L.reshape(R, N).astype(np.int64) + 1  # 0 = no answer
+        key = (W.reshape(R, N).astype(np.int64) << (pos_bits + lab_bits)) \
+            | (np.arange(N, dtype=np.int64) << lab_bits) | Lf
+        buf = np.full((R, D), np.iinfo(np.int64).max, dtype=np.int64)
+        kept_slots = []  # after sample n, the drops[n] lowest keys: only those are ever needed
         for j in range(N):
-            w, lab = Wf[:, j], Lf[:, j]
-            pos = (buf_v <= w[:, None]).sum(axis=1)[:, None]
-            before, at = idx < pos, idx == pos
-            buf_v = np.where(before, buf_v, np.where(at, w[:, None], np.roll(buf_v, 1, axis=1)))
-            buf_l = np.where(before, buf_l, np.where(at, lab[:, None], np.roll(buf_l, 1, axis=1)))
-            hist_v[:, j], hist_l[:, j] = buf_v, buf_l
-        valid = (idx[None, None, :] < drops[None, :, None]) & (hist_l >= 0)
-        cell = (np.arange(R * N).reshape(R, N, 1) * C + hist_l)[valid]
-        dt = np.bincount(cell, weights=hist_v[valid].astype(np.float64), minlength=R * N * C)
-        dc = np.bincount(cell, minlength=R * N * C)
-        return (np.rint(dt).astype(np.int64).reshape(b, P, N, C),
-                dc.astype(self.cdt).reshape(b, P, N, C))
+            x = key[:, j]
+            for i in range(D):  # insert x into the sorted buffer, pushing the largest out
+                lo = np.minimum(buf[:, i], x)
+                x = np.maximum(buf[:, i], x)
+                buf[:, i] = lo
+            if drops[j]:
+                kept_slots.append(buf[:, : drops[j]].copy())
+        slots = np.concatenate(kept_slots, axis=1)  # (R, V), V = sum of drops
+        lab = ((slots & ((1 << lab_bits) - 1)) - 1).astype(np.int32)
+        w = (slots >> (pos_bits + lab_bits)).astype(tallies.dtype)
+        # subtract slot i of every prefix in one fancy-index update: within one slot the cells
+        # (order, prefix, class) are distinct, so a plain `-=` is exact (no duplicate indices)
+        offsets = np.concatenate(([0], np.cumsum(drops)[:-1]))
+        if not tallies.flags.c_contiguous:
+            raise ValueError("tallies must be C-contiguous")
+        flat = tallies.reshape(-1)
+        row = np.arange(R, dtype=np.int64)[:, None] * (N * C)
+        for i in range(D):
+            ns = np.flatnonzero(drops > i)
+            cols = offsets[ns] + i
+            li = lab[:, cols]
+            ok = li >= 0
+            flat[(row + ns[None, :] * C + li)[ok]] -= w[:, cols][ok]
+        answered = np.zeros((R, N), dtype=np.int64)
+        has = (lab >= 0).astype(np.int64)
+        answered[:, drops > 0] = np.add.reduceat(has, offsets[drops > 0], axis=1)
+        return answered.reshape(b, P, N)
 
     def _best_of_n(self, scores: np.ndarray) -> np.ndarray:
+        """The highest-scoring sample of each prefix (ties: the earliest).
+
+        When no problem has tied finite scores, each sample is replaced by its rank within its
+        problem (0 = no score), so the prefix winner is a running maximum of small integers and its
+        correctness a table lookup; otherwise the running argmax is tracked explicitly.
+        """
         B, P, N = self.shape
-        S = self.permuted(np.where(np.isfinite(scores), scores, -np.inf))
-        run = np.maximum.accumulate(S, axis=2)
+        S = np.where(np.isfinite(scores), scores, -np.inf)
+        srt = np.sort(S, axis=1)
+        fin = np.isfinite(srt)
+        if not np.any((srt[:, 1:] == srt[:, :-1]) & fin[:, 1:]):
+            rank = np.empty((P, N), dtype=self.small if N < 127 else np.int32)
+            order = np.argsort(S, axis=1, kind="stable")
+            n_nan = (~np.isfinite(S)).sum(axis=1)
+            r = np.arange(N)[None, :] - n_nan[:, None] + 1  # finite scores ranked 1.. upward
+            np.put_along_axis(rank, order, np.maximum(r, 0).astype(rank.dtype), axis=1)
+            labels = self.pool.labels
+            ok = self.cc[np.arange(P)[:, None], np.where(labels < 0, self.C, labels)]  # (P, N) per sample
+            table = np.zeros((P, N + 1), dtype=bool)  # rank -> correct
+            np.put_along_axis(table, rank.astype(np.intp), ok, axis=1)
+            R = rank.ravel()[self.flat]
+            top = np.maximum.accumulate(R, axis=2)
+            first = ok.ravel()[self.flat[:, :, 0]]  # all unscored: the first sample
+            hit = table.ravel()[(np.arange(P) * (N + 1))[None, :, None] + top]
+            return np.where(top > 0, hit, first[:, :, None])
+        Sp = S.ravel()[self.flat]
+        run = np.maximum.accumulate(Sp, axis=2)
         record = np.ones((B, P, N), dtype=bool)
-        record[:, :, 1:] = S[:, :, 1:] > run[:, :, :-1]  # strict: ties keep the earlier sample
+        record[:, :, 1:] = Sp[:, :, 1:] > run[:, :, :-1]  # strict: ties keep the earlier sample
         chosen = np.maximum.accumulate(np.where(record, np.arange(N), 0), axis=2)
         return self.correct_of(np.take_along_axis(self.L, chosen, axis=2).astype(np.int64))
 
@@ -496,15 +608,20 @@ class _Engine:
         if N > W:
             stopped = conf[:, :, W:] < thr[:, :, None]
             kept[:, :, W:] = ~stopped
-            later = self.flat[:, :, W:] - (np.arange(P) * N)[None, :, None]
-            used_tok[:, :, W:] = np.where(stopped, self.pool.stop_tokens(later, thr), self.tok[:, :, W:])
+            # breakpoints are looked up only for the traces that do stop (about 1 in 10)
+            bi, pi, ji = np.nonzero(stopped)
+            sample = self.flat[bi, pi, ji + W] - pi * N
+            toks = self.pool.stop_tokens(sample[None, None, :], thr[bi, pi][None, None, :], per_item=pi)
+            used_tok[bi, pi, ji + W] = toks[0, 0]
         Wi = fixed_weights(self.pool, name).ravel()[self.flat]
         seen = np.maximum.accumulate((self.L >= 0) & kept, axis=2)
         out = np.empty((B, P, N), dtype=bool)
-        for sl in self.chunks():
-            oh = (self.L[sl][..., None] == self.arC) & kept[sl][..., None]
-            tallies = np.cumsum(np.where(oh, Wi[sl][..., None], 0), axis=2)
-            out[sl] = self.correct_of(self._int_winner(tallies, self._first_seen(oh), None, seen[sl]))
+        def chunk(sl: slice) -> None:
+            Lr, orig = self._relabel(np.where(kept[sl], self.L[sl], -1).astype(self.L.dtype))
+            tallies = np.cumsum((Lr[..., None] == self.arC) * Wi[sl][..., None], axis=2, dtype=Wi.dtype)
+            out[sl] = self._correct_rel(np.where(seen[sl], tallies.argmax(axis=-1), -1), orig)
+
+        self.each_chunk(chunk)
         ks = np.arange(1, N + 1, dtype=np.float64)
         used = np.broadcast_to(ks, (B, P, N))
         if self.native_n:

@@ -96,15 +96,21 @@ def two_level_bootstrap(
         nan = np.full(k, np.nan)
         return nan, nan.copy()
     rng = np.random.default_rng(seed)
-    v = v.astype(np.float32, copy=False)
-    flat = v.reshape(b * p, k)  # row = perm * P + problem
+    # gather the narrowest exact type: 0/1 and -1/0/1 arrays move 1 byte per element
+    if v.dtype == bool:
+        v, acc = v.view(np.uint8), np.int32
+    elif np.issubdtype(v.dtype, np.integer) and v.min() >= -128 and v.max() <= 127:
+        v, acc = v.astype(np.int8), np.int32
+    else:
+        v, acc = v.astype(np.float64, copy=False), np.float64
+    flat = np.ascontiguousarray(v.reshape(b * p, k))  # row = perm * P + problem
     boots = np.empty((n_boot, k), dtype=np.float64)
     for start in range(0, n_boot, chunk):
         m = min(chunk, n_boot - start)
         pi = rng.integers(0, p, size=(m, p))
         bi = rng.integers(0, b, size=(m, p))
         rows = bi * p + pi
-        boots[start:start + m] = flat[rows].mean(axis=1)
+        boots[start:start + m] = flat[rows].sum(axis=1, dtype=acc) / p
     alpha = (1 - level) / 2
     lo, hi = np.quantile(boots, [alpha, 1 - alpha], axis=0)
     return lo, hi
@@ -119,10 +125,10 @@ def paired_difference(
     numbers), so the interval reflects only how the strategies differ, not permutation noise.
     Returns (mean, lo, hi), each of shape (K,).
     """
-    a = np.asarray(a, dtype=np.float32)
-    b = np.asarray(b, dtype=np.float32)
+    a, b = np.asarray(a), np.asarray(b)
     if a.shape != b.shape:
         raise ConfigError(f"paired_difference needs equal shapes, got {a.shape} and {b.shape}")
-    d = a - b
+    d = a.astype(np.int8) - b.astype(np.int8) if (a.dtype == bool and b.dtype == bool) else (
+        a.astype(np.float64) - b.astype(np.float64))
     lo, hi = two_level_bootstrap(d, n_boot=n_boot, seed=seed, level=level)
     return d.mean(axis=(0, 1)).astype(np.float64), lo, hi

@@ -82,14 +82,24 @@ class PoolData:
             raise ConfigError(f"the pool has no scores for signal {name!r} (available: {have})")
         return self.scores[name]
 
-    def stop_tokens(self, sample_idx: np.ndarray, thr: np.ndarray, chunk_elems: int = 4_000_000) -> np.ndarray:
+    def stop_tokens(self, sample_idx: np.ndarray, thr: np.ndarray, chunk_elems: int = 4_000_000,
+                    per_item: np.ndarray | None = None) -> np.ndarray:
         """Tokens generated before DeepConf-online stops, for samples ``sample_idx`` (B, P, M) under
-        per-(order, problem) thresholds ``thr`` (B, P); a trace that never drops below is whole."""
+        per-(order, problem) thresholds ``thr`` (B, P); a trace that never drops below is whole.
+
+        With ``per_item`` (M,), item m belongs to problem per_item[m] and has its own threshold:
+        ``sample_idx`` and ``thr`` are then (1, 1, M).
+        """
         if self.dc_values is None or self.dc_tokens is None:
             raise CapabilityError("deepconf-online needs per-token confidences; the pool has none")
         B, P, M = sample_idx.shape
         R = self.dc_values.shape[2]
         out = np.empty((B, P, M))
+        if per_item is not None:
+            vals = self.dc_values[per_item, sample_idx[0, 0]]  # (M, R), strictly decreasing then -inf
+            first = (vals >= thr[0, 0][:, None]).sum(axis=1)
+            out[0, 0] = self.dc_tokens[per_item, sample_idx[0, 0], first]
+            return out
         pidx = np.arange(P)[None, :, None]
         step = max(1, chunk_elems // max(1, P * M * R))
         for b0 in range(0, B, step):
@@ -199,21 +209,25 @@ class PoolData:
         cls, n_problems: int, n_samples: int, *, seed: int = 0, n_answers: int = 6,
         mean_tokens: float = 250.0, prompt_tokens: int = 120, window: int = 64,
     ) -> PoolData:
-        """A seeded synthetic pool: each problem draws answers from its own Dirichlet distribution
-        (class 0 is correct for most problems), token counts from a log-normal, and confidences
-        that are higher for correct samples; DeepConf breakpoints from a random confidence walk."""
+        """A seeded synthetic pool: each problem draws answers from its own distribution (answer 0
+        correct with a Beta-distributed share, wrong ones Dirichlet), token counts from a log-normal,
+        confidences higher for correct samples, and decreasing DeepConf breakpoints."""
         rng = np.random.default_rng(seed)
         P, N, A = n_problems, n_samples, n_answers
-        probs = rng.dirichlet(np.full(A + 1, 0.6), size=P)  # last column = no answer
-        probs[:, -1] *= 0.2
-        probs /= probs.sum(axis=1, keepdims=True)
+        # answer 0 is correct; its share varies by problem (mean about 2/3, like a 7B model on
+        # GSM8K); the rest is spread over A - 1 wrong answers and "no answer" (last column)
+        p_correct = rng.beta(2.0, 1.0, size=P)
+        rest = rng.dirichlet(np.full(A, 0.5), size=P)
+        rest[:, -1] *= 0.3
+        rest /= rest.sum(axis=1, keepdims=True)
+        probs = np.concatenate([p_correct[:, None], (1 - p_correct)[:, None] * rest], axis=1)
         u = rng.random((P, N, 1))
-        draw = (u > np.cumsum(probs, axis=1)[:, None, :]).sum(axis=2)  # (P, N) in 0..A
+        draw = (u > np.cumsum(probs, axis=1)[:, None, :]).sum(axis=2)
+        draw = np.minimum(draw, A)  # (P, N) in 0..A
         raw = np.where(draw == A, -1, draw)
         # relabel classes by first appearance (as group_answers does)
         labels = np.full((P, N), -1, dtype=np.int64)
         class_correct = np.zeros((P, A), dtype=bool)
-        good = rng.random(P) < 0.8  # problems whose answer 0 is the correct one
         for p in range(P):
             seen: dict[int, int] = {}
             for j in range(N):
@@ -221,7 +235,7 @@ class PoolData:
                 if a >= 0:
                     labels[p, j] = seen.setdefault(a, len(seen))
             for a, c in seen.items():
-                class_correct[p, c] = good[p] and a == 0
+                class_correct[p, c] = a == 0
         correct = np.take_along_axis(np.concatenate([class_correct, np.zeros((P, 1), bool)], axis=1),
                                      np.where(labels < 0, A, labels), axis=1)
         ctok = np.maximum(1.0, np.round(rng.lognormal(math.log(mean_tokens), 0.4, size=(P, N))))

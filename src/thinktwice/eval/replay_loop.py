@@ -7,6 +7,7 @@ numpy in the inner loop.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Sequence
 
@@ -38,6 +39,9 @@ def replay_one(pool: PoolData, spec: CurveSpec, p: int, order: Sequence[int]) ->
     toks = [float(pool.completion_tokens[p, i]) for i in order]
     cc = [bool(x) for x in pool.class_correct[p]]
     N = len(order)
+    cum = [0.0]
+    for t in toks:
+        cum.append(cum[-1] + t)
 
     def ok(c: int) -> bool:
         return c >= 0 and cc[c]
@@ -62,7 +66,7 @@ def replay_one(pool: PoolData, spec: CurveSpec, p: int, order: Sequence[int]) ->
         for k in range(1, N + 1):
             used = min(stop, k) if spec.kind in ("adaptive-consistency", "esc") else k
             calls = float(math.ceil(used / spec.window)) if spec.kind == "esc" else float(used)
-            out.append((ok(sc[used - 1]), used, calls, sum(toks[:used])))
+            out.append((ok(sc[used - 1]), used, calls, cum[used]))
         return out[:1] if spec.kind == "greedy" else out
     if spec.kind == "best-of-n":
         s = [float(pool.score(spec.signal or "")[p, i]) for i in order]
@@ -71,23 +75,36 @@ def replay_one(pool: PoolData, spec: CurveSpec, p: int, order: Sequence[int]) ->
         for j in range(N):
             if j == 0 or s[j] > best:
                 best, lab = s[j], labels[j]
-            out.append((ok(lab), j + 1, float(j + 1), sum(toks[: j + 1])))
+            out.append((ok(lab), j + 1, float(j + 1), cum[j + 1]))
         return out
     if spec.kind in ("weighted-sc", "deepconf"):
         keep = 1.0 if spec.kind == "weighted-sc" else spec.keep
         w = [int(x) for x in fixed_weights(pool, spec.score_name or "")[p, list(order)]]
+        tally: dict[int, int] = {}
+        count: dict[int, int] = {}
+        first: dict[int, int] = {}
+        lowest: list[tuple[int, int, int]] = []  # the traces sorted by (weight, position)
         out = []
-        for k in range(1, N + 1):
-            d = k - math.ceil(keep * k - 1e-9)
-            dropped = set(sorted(range(k), key=lambda j: (w[j], j))[:d])
-            tally: dict[int, float] = {}
-            first: dict[int, int] = {}
-            for j in range(k):
-                if labels[j] >= 0:
-                    first.setdefault(labels[j], j)
-                    if j not in dropped:
-                        tally[labels[j]] = tally.get(labels[j], 0) + w[j]
-            out.append((ok(_winner(tally, first)), k, float(k), sum(toks[:k])))
+        for j in range(N):
+            lab = labels[j]
+            if lab >= 0:
+                first.setdefault(lab, j)
+                tally[lab] = tally.get(lab, 0) + w[j]
+                count[lab] = count.get(lab, 0) + 1
+            k = j + 1
+            if keep < 1:
+                bisect.insort(lowest, (w[j], j, lab))
+            d = k - math.ceil(keep * k - 1e-9)  # drop the d lowest-weight traces
+            if d == 0:
+                out.append((ok(_winner(tally, first)), k, float(k), cum[k]))
+                continue
+            kept_t, kept_c = dict(tally), dict(count)
+            for wd, _, ld in lowest[:d]:
+                if ld >= 0:
+                    kept_t[ld] -= wd
+                    kept_c[ld] -= 1
+            alive = {c: t for c, t in kept_t.items() if kept_c[c] > 0}
+            out.append((ok(_winner(alive, first)), k, float(k), cum[k]))
         return out
     if spec.kind == "deepconf-online":
         w = [float(x) for x in _weights(pool, spec.score_name or "")[p, list(order)]]
