@@ -26,7 +26,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from thinktwice.eval.curves import pass_at_k_points, parse_specs, permutations, replay
+from thinktwice.eval.curves import parse_specs, pass_at_k_points, permutations, replay
 from thinktwice.eval.pool_data import PoolData
 from thinktwice.eval.replay_loop import replay_one
 

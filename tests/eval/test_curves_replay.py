@@ -11,7 +11,13 @@ import pytest
 
 from thinktwice.errors import ConfigError
 from thinktwice.eval.curves import (
-    CurveSpec, beta_stop_table, parse_specs, pass_at_k_points, permutations, replay, replay_detail,
+    CurveSpec,
+    beta_stop_table,
+    parse_specs,
+    pass_at_k_points,
+    permutations,
+    replay,
+    replay_detail,
 )
 from thinktwice.eval.pool_data import PoolData
 from thinktwice.eval.replay_loop import leader_ahead_prob, replay_loop
@@ -66,7 +72,7 @@ def test_hand_computed_sc_points_for_two_orders() -> None:
     pool = _hand_pool()
     # order 0: identity; order 1: reversed
     orders = np.array([[[0, 1, 2, 3]] * 3, [[3, 2, 1, 0]] * 3])
-    correct, used, calls, tokens = replay_detail(pool, CurveSpec("sc"), orders)
+    correct, _, _, tokens = replay_detail(pool, CurveSpec("sc"), orders)
     # problem a, identity: 1 | 1,2 tie -> 1 (first) | 1,2,2 -> 2 | 2-2 tie -> 1 (first)
     assert correct[0, 0].tolist() == [True, True, False, True]
     # problem a, reversed (1,2,2,1): 1 | tie -> 1 | 2 | tie -> 1 (appeared first)

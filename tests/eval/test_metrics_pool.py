@@ -9,7 +9,12 @@ import pytest
 
 from thinktwice.errors import ConfigError
 from thinktwice.eval.metrics import (
-    coverage_at_k, maj_at_k, paired_difference, pass_at_k, pass_at_k_curve, two_level_bootstrap,
+    coverage_at_k,
+    maj_at_k,
+    paired_difference,
+    pass_at_k,
+    pass_at_k_curve,
+    two_level_bootstrap,
 )
 
 

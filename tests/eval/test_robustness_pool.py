@@ -87,7 +87,7 @@ def test_sigkill_mid_run_then_resume_stores_every_sample_once(tmp_path: Path) ->
     partial = _count(db)
     assert 0 < partial < N_PROBLEMS * N_SAMPLES
     res = subprocess.run(_sample_cmd(data, db, 0.0)[:4] + ["--resume", "1", "--store", str(db)],
-                         env=_env(tmp_path), capture_output=True, text=True, timeout=120)
+                         env=_env(tmp_path), capture_output=True, text=True, timeout=120, check=False)
     assert res.returncode == 0, res.stderr
     assert "6/6 problems complete" in res.stdout
     _assert_complete(db, 1)
@@ -105,12 +105,12 @@ def test_second_writer_is_refused_and_concurrent_runs_are_safe(tmp_path: Path) -
         if first.poll() is not None:
             pytest.skip("the first writer finished too early")
         res = subprocess.run(_sample_cmd(data, db, 0.0)[:4] + ["--resume", "1", "--store", str(db)],
-                             env=_env(tmp_path), capture_output=True, text=True, timeout=120)
+                             env=_env(tmp_path), capture_output=True, text=True, timeout=120, check=False)
         assert res.returncode == 2
         assert "being written by another process" in res.stderr and "Traceback" not in res.stderr
         # a second process drawing its own run in the same store is serialised safely
         other = subprocess.run(_sample_cmd(data, db, 0.0), env=_env(tmp_path), capture_output=True, text=True,
-                               timeout=120)
+                               timeout=120, check=False)
         assert other.returncode == 0, other.stderr
         assert first.wait(timeout=120) == 0
     finally:
@@ -136,7 +136,7 @@ def test_corrupt_or_foreign_store_gives_one_line_error(tmp_path: Path, kind: str
             "curve": ["curve", "--run", "1", "--store", str(db)],
             "report": ["report", "1", "--store", str(db), "--out", str(tmp_path / "rep")]}[command]
     res = subprocess.run([sys.executable, "-m", "thinktwice.cli", *args], env=_env(tmp_path), capture_output=True,
-                         text=True, timeout=120)
+                         text=True, timeout=120, check=False)
     assert res.returncode == 2
     assert "Traceback" not in res.stderr
     last = res.stderr.strip().splitlines()[-1]

@@ -25,6 +25,13 @@ Strategies (spec strings, comma-separated on the CLI):
   warm-up; the threshold is their 10th percentile of lowest-group confidence; a later trace stops
   at the first window whose mean falls below it (its tokens up to there are counted, it casts no
   vote).
+
+Vote weights are fixed-point integers (:func:`fixed_weights`), so tallies are exact and ties are
+real ties, broken by first appearance among the drawn traces (for deepconf-online, among the kept
+ones). DeepConf offline drops the lowest-weight traces, the earlier of equal weights first. Where
+``strategies/deepconf.py`` keeps every trace tied with the cut-off, this replay keeps exactly
+ceil(0.9 k); the two differ only on exactly tied confidences. SC, adaptive-consistency and ESC
+match ``strategies/`` sample for sample (tests replay them live through ``lm/pool.PoolBackend``).
 """
 
 from __future__ import annotations
@@ -501,7 +508,7 @@ class _Engine:
         seen = np.maximum.accumulate(answered, axis=2)
         out = np.empty((B, P, N), dtype=bool)
         def chunk(sl: slice) -> None:
-            L, W = self.L[sl], Wp[sl]
+            W = Wp[sl]
             Lr, orig = self.relabelled(sl)
             votes = (Lr[..., None] == self.arC) * W[..., None]
             tallies = np.empty(votes.shape, dtype=W.dtype)  # C-contiguous: _dropped edits it flat
