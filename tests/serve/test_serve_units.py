@@ -105,3 +105,15 @@ def test_embedded_passthrough_is_one_plain_sample(make_proxy: Callable[..., Serv
     assert r.status_code == 200
     assert r.json()["choices"][0]["message"]["content"] == "Paris."
     assert len(backend.calls) == 1 and backend.calls[0][1].temperature == 0.3
+
+
+def test_samples_per_decision_are_capped(make_proxy: Callable[..., ServerThread]) -> None:
+    backend = ScriptedBackend(["The answer is 7."], cycle=True)
+    srv = make_proxy(ServeConfig(strategy="self-consistency", max_samples=6), backend=backend)
+    r = httpx.post(
+        srv.url + "/chat/completions",
+        json={"messages": [{"role": "user", "content": "3+4?"}], "thinktwice": {"n": 1000}},
+    )
+    ext = r.json()["choices"][0]["thinktwice"]
+    assert r.status_code == 200 and ext["samples"] == 6 and ext["stopped_because"] == "budget"
+    assert sum(n for _, _, n in backend.calls) == 6

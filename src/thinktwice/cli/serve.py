@@ -46,6 +46,7 @@ def register(app: typer.Typer) -> None:
         budget_tokens: int = typer.Option(
             65536, "--budget-tokens", help="Most generated tokens one decision may spend."
         ),
+        max_samples: int = typer.Option(64, "--max-samples", help="Most samples one decision may draw."),
         timeout: float = typer.Option(120.0, "--timeout", help="Upstream call timeout in seconds."),
         request_timeout: float = typer.Option(
             600.0, "--request-timeout", help="Whole-request timeout, seconds."
@@ -72,6 +73,7 @@ def register(app: typer.Typer) -> None:
             max_tokens=max_tokens,
             max_body_bytes=max_body_bytes,
             budget_tokens=budget_tokens,
+            max_samples=max_samples,
             timeout_s=timeout,
             request_timeout_s=request_timeout,
             max_concurrency=concurrency,

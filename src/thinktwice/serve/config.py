@@ -23,7 +23,8 @@ class ServeConfig:
     ``strategy_options`` are the defaults for requests that name no strategy. ``api_keys`` are the
     keys clients must present (none: no authentication). ``upstream_api_key`` is what the proxy
     sends upstream. Limits: ``max_n`` choices per request, ``max_tokens`` per generated sample
-    (also the default when a request sets none), ``budget_tokens`` generated tokens per decision,
+    (also the default when a request sets none), ``budget_tokens`` generated tokens and
+    ``max_samples`` generated sequences per decision,
     ``max_body_bytes`` per request body, ``timeout_s`` per upstream call and
     ``request_timeout_s`` per request.
     """
@@ -37,6 +38,7 @@ class ServeConfig:
     max_n: int = 8
     max_tokens: int = 4096
     budget_tokens: int = 65536
+    max_samples: int = 64
     max_body_bytes: int = 4 * 1024 * 1024
     timeout_s: float = 120.0
     request_timeout_s: float = 600.0
@@ -47,7 +49,14 @@ class ServeConfig:
             object.__setattr__(self, "upstreams", (self.upstreams,))
         object.__setattr__(self, "upstreams", tuple(u.rstrip("/") for u in self.upstreams))
         object.__setattr__(self, "api_keys", tuple(k for k in self.api_keys if k))
-        for name in ("max_n", "max_tokens", "budget_tokens", "max_body_bytes", "max_concurrency"):
+        for name in (
+            "max_n",
+            "max_tokens",
+            "budget_tokens",
+            "max_samples",
+            "max_body_bytes",
+            "max_concurrency",
+        ):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {v!r}")

@@ -180,10 +180,11 @@ async def run_decisions(
     budget_tokens: int,
     seed: int | None,
     timeout_s: float,
+    max_samples: int | None = None,
 ) -> list[asyncio.Task[Decision]]:
     """Start ``n`` independent decisions per query (seeds ``seed + i``); their tasks, in choice order."""
     base = seed if seed is not None else secrets.randbelow(2**31)
-    budget = Budget(max_tokens=budget_tokens)
+    budget = Budget(max_tokens=budget_tokens, max_samples=max_samples)
 
     async def one(q: Query, i: int) -> Decision:
         return await asyncio.wait_for(strategy.run(q, backend, budget, seed=base + i), timeout_s)

@@ -165,7 +165,14 @@ async def _decide(
     else:
         queries = [make_query(rid, Prompt(raw=p), p, st.answers, params) for p in req.prompts()]
     tasks = await run_decisions(
-        strategy, queries, backend, req.n, route.budget_tokens, req.seed, cfg.request_timeout_s
+        strategy,
+        queries,
+        backend,
+        req.n,
+        route.budget_tokens,
+        req.seed,
+        cfg.request_timeout_s,
+        cfg.max_samples,
     )
     model = req.model or route.model or backend.model
     name = getattr(strategy, "name", route.strategy)
