@@ -8,6 +8,7 @@ self-certainty are left empty unless ``approx_stats=True`` (then flagged ``appro
 
 >>> from thinktwice.testing import FakeOpenAIServer
 >>> import asyncio
+import ssl
 >>> from thinktwice.types import Prompt, SamplingParams
 >>> async def main(url):
 ...     async with OpenAIBackend(url) as lm:
@@ -125,6 +126,7 @@ class OpenAIBackend:
         self._rng = random.Random(seed)
         self._n_cap: int | None = None  # most choices the server returned for one request, once it fell short
         self._clients: list[httpx.AsyncClient] = []
+        self._ssl: ssl.SSLContext | None = None
         self._client_load: list[int] = []
         self._sem: asyncio.Semaphore | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -141,8 +143,11 @@ class OpenAIBackend:
             k = -(-self.max_concurrency // _CONNECTIONS_PER_CLIENT)
             # Least-loaded choice under the semaphore keeps each client at <= ceil(max_concurrency / k).
             limit = -(-self.max_concurrency // k) + 1
+            # One SSL context for every client: loading the CA bundle costs ~50 ms per context.
+            if self._ssl is None:
+                self._ssl = httpx.create_ssl_context()
             self._clients = [httpx.AsyncClient(
-                headers=headers,
+                headers=headers, verify=self._ssl,
                 timeout=httpx.Timeout(self.timeout_s, connect=min(self.timeout_s, 10.0), pool=None),
                 limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
             ) for _ in range(k)]
