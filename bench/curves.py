@@ -6,12 +6,15 @@ samples, DeepConf running-minimum breakpoints. Six strategies (sc, weighted-sc, 
 adaptive-consistency, esc, deepconf offline) plus pass@k, k = 1..64, over 200 random orders per
 problem, with 95% two-level bootstrap bands (1000 draws).
 
-The baseline is :func:`thinktwice.eval.replay_loop.replay_one` (incremental, per order and
-problem, the reference the tests check the fast path against) over the same strategies. Looping
-over all 200 x 1319 (order, problem) pairs would take hours, so it runs on ``--loop-pairs`` pairs
-(the same orders the vectorised replay uses) and is scaled linearly to the full count: its cost
-per pair does not depend on which pair it is. The loop gets no bootstrap; the vectorised time
-includes it (and the permutations), so the speedup is conservative.
+Two plain-Python baselines do the same work, per order and problem, for the same strategies:
+``loop`` (:func:`~thinktwice.eval.replay_loop.replay_prefixes`) replays each strategy afresh on
+the first k samples for every budget k, as running the strategy once per budget would;
+``incremental loop`` (:func:`~thinktwice.eval.replay_loop.replay_one`, the reference the tests
+check the fast path against) carries the vote state from k to k + 1. Looping over all 200 x 1319
+(order, problem) pairs would take hours, so each runs on a prefix of the same orders
+(``--loop-pairs``, a tenth of that for the per-k loop) and is scaled linearly to the full count:
+its cost per pair does not depend on which pair it is. The loops get no bootstrap; the
+vectorised time includes it (and drawing the permutations), so the speedups are conservative.
 
     python bench/curves.py [--problems 1319] [--samples 64] [--perms 200] [--loop-pairs 400]
 """
@@ -28,7 +31,7 @@ from rich.table import Table
 
 from thinktwice.eval.curves import parse_specs, pass_at_k_points, permutations, replay
 from thinktwice.eval.pool_data import PoolData
-from thinktwice.eval.replay_loop import replay_one
+from thinktwice.eval.replay_loop import replay_one, replay_prefixes, spec_weights
 
 STRATEGIES = "sc,weighted-sc:self-certainty,best-of-n:self-certainty,adaptive-consistency,esc,deepconf"
 
@@ -58,32 +61,42 @@ def main() -> None:
     # the plain loop, on the first pairs of the same orders
     orders = permutations(P, N, B, args.seed)
     pairs = [(b, p) for b in range(B) for p in range(P)][: args.loop_pairs]
-    per_spec, per_spec_cpu = {}, {}
-    for spec in specs:
-        t1, c1 = time.perf_counter(), time.process_time()
-        for b, p in pairs:
-            replay_one(pool, spec, p, orders[b, p].tolist())
-        per_spec[spec.label] = (time.perf_counter() - t1) * (B * P) / len(pairs)
-        per_spec_cpu[spec.label] = (time.process_time() - c1) * (B * P) / len(pairs)
-    loop, loop_cpu = sum(per_spec.values()), sum(per_spec_cpu.values())
+    def timed(fn, n_pairs: int) -> tuple[dict[str, float], float, float]:  # type: ignore[no-untyped-def]
+        per, wall, cpu = {}, 0.0, 0.0
+        for spec in specs:
+            t1, c1 = time.perf_counter(), time.process_time()
+            weights = spec_weights(pool, spec)  # once per strategy, as the vectorised replay does
+            for b, p in pairs[:n_pairs]:
+                fn(pool, spec, p, orders[b, p].tolist(), weights)
+            scale = (B * P) / n_pairs
+            per[spec.label] = (time.process_time() - c1) * scale
+            wall += (time.perf_counter() - t1) * scale
+            cpu += (time.process_time() - c1) * scale
+        return per, wall, cpu
+
+    per_spec, loop, loop_cpu = timed(replay_prefixes, max(1, len(pairs) // 10))
+    per_inc, inc, inc_cpu = timed(replay_one, len(pairs))
 
     table = Table(title=f"curves: {P} problems x {N} samples x {B} orders, k = 1..{N}")
-    for col in ("strategy", "acc@1", f"acc@{N}", f"tokens@{N}", "loop s (scaled)"):
+    for col in ("strategy", "acc@1", f"acc@{N}", f"tokens@{N}", "loop CPU s", "incremental loop CPU s"):
         table.add_column(col, justify="left" if col == "strategy" else "right")
     for c in curves:
         table.add_row(c.label, f"{c.accuracy[0]:.3f}", f"{c.accuracy[-1]:.3f}", f"{c.tokens[-1]:.0f}",
-                      f"{per_spec[c.label]:.0f}" if c.label in per_spec else "-")
+                      f"{per_spec[c.label]:.0f}" if c.label in per_spec else "-",
+                      f"{per_inc[c.label]:.0f}" if c.label in per_inc else "-")
     console.print(table)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     console.print(f"vectorised (permutations + replay + bootstrap bands): {fast:.2f} s wall, {fast_cpu:.2f} s CPU; "
-                  f"plain loop: {loop:.0f} s wall, {loop_cpu:.0f} s CPU, measured on {len(pairs)} of {B * P} "
-                  f"(order, problem) pairs and scaled linearly; {os.cpu_count()} CPUs, load average {load:.1f} "
+                  f"per-k loop: {loop:.0f} s wall, {loop_cpu:.0f} s CPU ({max(1, len(pairs) // 10)} pairs timed); "
+                  f"incremental loop: {inc:.0f} s wall, {inc_cpu:.0f} s CPU ({len(pairs)} pairs timed); scaled "
+                  f"linearly to {B * P} (order, problem) pairs. {os.cpu_count()} CPUs, load average {load:.1f} "
                   "(on a shared machine, CPU seconds are the steadier figure)")
     print(f"curves_seconds: {fast:.2f}")
     print(f"curves_cpu_seconds: {fast_cpu:.2f}")
     print(f"loop_seconds_scaled: {loop:.0f}")
     print(f"speedup_vs_loop: {loop / fast:.0f}")
     print(f"speedup_vs_loop_cpu: {loop_cpu / fast_cpu:.0f}")
+    print(f"speedup_vs_incremental_loop_cpu: {inc_cpu / fast_cpu:.0f}")
     _ = np  # numpy is the engine; keep the import explicit for readers
 
 

@@ -321,7 +321,7 @@ class _Engine:
     largest tally, ties going to the class that appeared first.
     """
 
-    def __init__(self, pool: PoolData, orders: np.ndarray, native_n: bool, chunk_elems: int = 4_000_000,
+    def __init__(self, pool: PoolData, orders: np.ndarray, native_n: bool, chunk_elems: int = 1_000_000,
                  workers: int = 1) -> None:
         B, P, N = orders.shape
         self.workers = max(1, workers)
@@ -347,14 +347,14 @@ class _Engine:
         self._rel = (np.empty((B, P, N), dtype=self.L.dtype), np.empty((B, P, C), dtype=np.intp))
         self._rel_done = np.zeros(B, dtype=bool)
 
-    def chunks(self) -> list[slice]:
-        B = self.shape[0]
-        return [slice(b0, min(B, b0 + self.step)) for b0 in range(0, B, self.step)]
+    def chunks(self, step: int | None = None) -> list[slice]:
+        B, st = self.shape[0], step or self.step
+        return [slice(b0, min(B, b0 + st)) for b0 in range(0, B, st)]
 
-    def each_chunk(self, fn: Callable[[slice], None]) -> None:
-        """Run ``fn`` on every chunk of orders; chunks write disjoint slices, so threads are safe
-        (numpy releases the GIL inside its loops)."""
-        chunks = self.chunks()
+    def each_chunk(self, fn: Callable[[slice], None], step: int | None = None) -> None:
+        """Run ``fn`` on every chunk of orders (``step`` orders each; default: cache-sized); chunks
+        write disjoint slices, so threads are safe (numpy releases the GIL inside its loops)."""
+        chunks = self.chunks(step)
         if self.workers <= 1 or len(chunks) == 1:
             for sl in chunks:
                 fn(sl)
@@ -507,32 +507,48 @@ class _Engine:
         answered = self.L >= 0
         seen = np.maximum.accumulate(answered, axis=2)
         out = np.empty((B, P, N), dtype=bool)
-        def chunk(sl: slice) -> None:
+
+        def vote(sl: slice, drop: tuple[np.ndarray, np.ndarray, np.ndarray] | None) -> None:
             W = Wp[sl]
             Lr, orig = self.relabelled(sl)
             votes = (Lr[..., None] == self.arC) * W[..., None]
-            tallies = np.empty(votes.shape, dtype=W.dtype)  # C-contiguous: _dropped edits it flat
+            tallies = np.empty(votes.shape, dtype=W.dtype)  # C-contiguous: edited flat below
             np.cumsum(votes, axis=2, out=tallies)
             any_vote = seen[sl]
-            if D:
-                dropped_answers = self._dropped(Lr, W, drops, D, tallies)
+            if drop is not None:
+                lab, w, dropped_answers = drop
+                self._subtract(tallies, lab, w, drops, D)
                 # a class whose members were all dropped has tally 0 and loses to any kept class
                 # (weights are >= 1 unit); with no kept answer at all there is no winner
                 any_vote = np.cumsum(answered[sl], axis=2) > dropped_answers
             win = tallies.argmax(axis=-1)  # first maximum = the class that appeared first
             out[sl] = self._correct_rel(np.where(any_vote, win, -1), orig)
 
-        self.each_chunk(chunk)
+        if not D:
+            self.each_chunk(lambda sl: vote(sl, None))
+            return out
+
+        def group(sl: slice) -> None:
+            # the drop buffer runs over many orders at once (few, wide ufunc calls); the
+            # (order, problem, prefix, class) tallies then go one cache-sized chunk at a time
+            lab, w, ans = self._drop_slots(self.relabelled(sl)[0], Wp[sl], drops, D)
+            P_ = self.shape[1]
+            for b0 in range(sl.start, sl.stop, self.step):
+                b1 = min(sl.stop, b0 + self.step)
+                rows = slice((b0 - sl.start) * P_, (b1 - sl.start) * P_)
+                vote(slice(b0, b1), (lab[rows], w[rows], ans[b0 - sl.start: b1 - sl.start]))
+
+        self.each_chunk(group, step=max(self.step, 2_000_000 // max(1, P * int(drops.sum()))))
         return out
 
-    def _dropped(self, L: np.ndarray, W: np.ndarray, drops: np.ndarray, D: int, tallies: np.ndarray) -> np.ndarray:
-        """Subtract from ``tallies`` (b, P, N, C, in place) the votes of the drops[k] lowest-weight
-        traces of every prefix; returns how many of those carry an answer (b, P, N).
+    def _drop_slots(self, L: np.ndarray, W: np.ndarray, drops: np.ndarray, D: int
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For every prefix k of every (order, problem), the drops[k] lowest-weight traces: their
+        classes and weights as (b*P, sum(drops)) arrays, and how many carry an answer (b, P, N).
 
         Each trace is packed into one int64 key (weight, position, class) so that the D lowest keys
         of the prefix are kept sorted by a compare-exchange chain (two ufunc calls per slot and
-        step); equal weights: the earlier trace counts as lower. The first drops[k] slots after
-        sample k are then subtracted from the tallies.
+        step); equal weights: the earlier trace counts as lower.
         """
         b, P, N = L.shape
         R, C = b * P, self.C
@@ -552,24 +568,30 @@ class _Engine:
                 kept_slots.append(buf[:, : drops[j]].copy())
         slots = np.concatenate(kept_slots, axis=1)  # (R, V), V = sum of drops
         lab = ((slots & ((1 << lab_bits) - 1)) - 1).astype(np.int32)
-        w = (slots >> (pos_bits + lab_bits)).astype(tallies.dtype)
-        # subtract slot i of every prefix in one fancy-index update: within one slot the cells
-        # (order, prefix, class) are distinct, so a plain `-=` is exact (no duplicate indices)
+        w = (slots >> (pos_bits + lab_bits)).astype(W.dtype)
         offsets = np.concatenate(([0], np.cumsum(drops)[:-1]))
+        answered = np.zeros((R, N), dtype=np.int64)
+        answered[:, drops > 0] = np.add.reduceat((lab >= 0).astype(np.int64), offsets[drops > 0], axis=1)
+        return lab, w, answered.reshape(b, P, N)
+
+    def _subtract(self, tallies: np.ndarray, lab: np.ndarray, w: np.ndarray, drops: np.ndarray, D: int) -> None:
+        """Remove the dropped traces' votes from ``tallies`` (b, P, N, C), in place.
+
+        Slot i of every prefix goes in one fancy-index update: within one slot the cells
+        (order, prefix, class) are distinct, so a plain ``-=`` is exact (no duplicate indices).
+        """
+        b, P, N, C = tallies.shape
         if not tallies.flags.c_contiguous:
             raise ValueError("tallies must be C-contiguous")
+        offsets = np.concatenate(([0], np.cumsum(drops)[:-1]))
         flat = tallies.reshape(-1)
-        row = np.arange(R, dtype=np.int64)[:, None] * (N * C)
+        row = np.arange(b * P, dtype=np.int64)[:, None] * (N * C)
         for i in range(D):
             ns = np.flatnonzero(drops > i)
             cols = offsets[ns] + i
             li = lab[:, cols]
             ok = li >= 0
             flat[(row + ns[None, :] * C + li)[ok]] -= w[:, cols][ok]
-        answered = np.zeros((R, N), dtype=np.int64)
-        has = (lab >= 0).astype(np.int64)
-        answered[:, drops > 0] = np.add.reduceat(has, offsets[drops > 0], axis=1)
-        return answered.reshape(b, P, N)
 
     def _best_of_n(self, scores: np.ndarray) -> np.ndarray:
         """The highest-scoring sample of each prefix (ties: the earliest).

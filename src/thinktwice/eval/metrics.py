@@ -26,33 +26,43 @@ __all__ = [
 def pass_at_k(n: int | np.ndarray, c: int | np.ndarray, k: int) -> np.ndarray:
     """Unbiased pass@k ``1 - C(n-c, k)/C(n, k)`` per problem (n samples, c correct), as floats.
 
-    Computed as ``1 - prod_{i=n-c+1}^{n} (1 - k/i)``, which is exact and overflow-free.
+    Computed as ``1 - prod_{i=n-c+1}^{n} (1 - k/i)`` (Chen et al., arXiv 2107.03374), in log space
+    so that large n neither overflows nor underflows.
 
-    >>> float(pass_at_k(4, 1, 2))
+    >>> float(pass_at_k(4, 1, 2)[0])
     0.5
     """
-    n_arr = np.atleast_1d(np.asarray(n, dtype=np.int64))
-    c_arr = np.atleast_1d(np.asarray(c, dtype=np.int64))
-    if k < 1:
-        raise ConfigError(f"pass@k needs k >= 1, got {k}")
-    if np.any(n_arr < k):
-        raise ConfigError(f"pass@{k} needs at least {k} samples per problem; some have {int(n_arr.min())}")
-    if np.any((c_arr < 0) | (c_arr > n_arr)):
-        raise ConfigError("pass@k: correct counts must lie in [0, n]")
-    out = np.empty(n_arr.shape, dtype=np.float64)
-    for j, (nn, cc) in enumerate(zip(n_arr, c_arr)):
-        if nn - cc < k:
-            out[j] = 1.0
-        else:
-            i = np.arange(nn - cc + 1, nn + 1, dtype=np.float64)
-            out[j] = 1.0 - float(np.prod(1.0 - k / i))
-    return out
+    return pass_at_k_curve(np.atleast_1d(n), np.atleast_1d(c), [k])[:, 0]
 
 
 def pass_at_k_curve(n: Sequence[int] | np.ndarray, c: Sequence[int] | np.ndarray,
                     ks: Sequence[int]) -> np.ndarray:
-    """Per-problem pass@k for every k in ``ks``: a (P, len(ks)) array."""
-    return np.stack([pass_at_k(np.asarray(n), np.asarray(c), k) for k in ks], axis=1)
+    """Per-problem pass@k for every k in ``ks``: a (P, len(ks)) array, vectorised.
+
+    With ``S_k(m) = sum_{i=k+1}^{m} log(1 - k/i)``, the ratio ``C(n-c, k)/C(n, k)`` is
+    ``exp(S_k(n) - S_k(n-c))`` when ``n - c >= k``, and 0 otherwise (pass@k = 1).
+    """
+    n_arr = np.atleast_1d(np.asarray(n, dtype=np.int64))
+    c_arr = np.atleast_1d(np.asarray(c, dtype=np.int64))
+    k_arr = np.asarray(list(ks), dtype=np.int64)
+    if k_arr.size and k_arr.min() < 1:
+        raise ConfigError(f"pass@k needs k >= 1, got {int(k_arr.min())}")
+    if n_arr.shape != c_arr.shape:
+        raise ConfigError("pass@k: n and c must have the same shape")
+    if n_arr.size and k_arr.size and np.any(n_arr < k_arr.max()):
+        raise ConfigError(f"pass@{int(k_arr.max())} needs at least {int(k_arr.max())} samples per problem; "
+                          f"some have {int(n_arr.min())}")
+    if np.any((c_arr < 0) | (c_arr > n_arr)):
+        raise ConfigError("pass@k: correct counts must lie in [0, n]")
+    m = int(n_arr.max()) if n_arr.size else 0
+    i = np.arange(m + 1, dtype=np.float64)[None, :]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(i > k_arr[:, None], np.log1p(-k_arr[:, None] / np.maximum(i, 1)), 0.0)
+    S = np.cumsum(terms, axis=1)  # (K, m + 1): S[k, j] = S_k(j), 0 for j <= k
+    wrong = n_arr - c_arr
+    ratio = np.exp(S[:, n_arr] - S[:, wrong])  # (K, P)
+    ratio = np.where(wrong[None, :] < k_arr[:, None], 0.0, ratio)
+    return (1.0 - ratio).T
 
 
 def coverage_at_k(n: Sequence[int] | np.ndarray, c: Sequence[int] | np.ndarray, k: int) -> float:
@@ -101,8 +111,8 @@ def two_level_bootstrap(
         v, acc = v.view(np.uint8), np.int32
     elif np.issubdtype(v.dtype, np.integer) and v.min() >= -128 and v.max() <= 127:
         v, acc = v.astype(np.int8), np.int32
-    else:
-        v, acc = v.astype(np.float64, copy=False), np.float64
+    else:  # fractions (pass@k): float32 is plenty for a percentile band, summed in float64
+        v, acc = v.astype(np.float32, copy=False), np.float64
     flat = np.ascontiguousarray(v.reshape(b * p, k))  # row = perm * P + problem
     boots = np.empty((n_boot, k), dtype=np.float64)
     for start in range(0, n_boot, chunk):

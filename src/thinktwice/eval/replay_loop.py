@@ -33,8 +33,22 @@ def _winner(tally: dict[int, float], first: dict[int, int]) -> int:
     return best
 
 
-def replay_one(pool: PoolData, spec: CurveSpec, p: int, order: Sequence[int]) -> list[tuple[bool, int, float, float]]:
-    """For one problem and one order: (correct, samples used, calls, generated tokens) for k = 1..N."""
+def spec_weights(pool: PoolData, spec: CurveSpec) -> tuple[np.ndarray, np.ndarray] | None:
+    """The (float, fixed-point) weights ``spec`` votes with, computed once per pool (None: none)."""
+    if spec.kind not in ("weighted-sc", "deepconf", "deepconf-online"):
+        return None
+    name = spec.score_name or ""
+    return _weights(pool, name), fixed_weights(pool, name)
+
+
+def replay_one(pool: PoolData, spec: CurveSpec, p: int, order: Sequence[int],
+               weights: tuple[np.ndarray, np.ndarray] | None = None) -> list[tuple[bool, int, float, float]]:
+    """For one problem and one order: (correct, samples used, calls, generated tokens) for k = 1..N.
+
+    ``weights`` is :func:`spec_weights` (computed here when not given).
+    """
+    if weights is None:
+        weights = spec_weights(pool, spec)
     labels = [int(pool.labels[p, i]) for i in order]
     toks = [float(pool.completion_tokens[p, i]) for i in order]
     cc = [bool(x) for x in pool.class_correct[p]]
@@ -79,7 +93,8 @@ def replay_one(pool: PoolData, spec: CurveSpec, p: int, order: Sequence[int]) ->
         return out
     if spec.kind in ("weighted-sc", "deepconf"):
         keep = 1.0 if spec.kind == "weighted-sc" else spec.keep
-        w = [int(x) for x in fixed_weights(pool, spec.score_name or "")[p, list(order)]]
+        assert weights is not None
+        w = [int(x) for x in weights[1][p, list(order)]]
         tally: dict[int, int] = {}
         count: dict[int, int] = {}
         first: dict[int, int] = {}
@@ -107,8 +122,9 @@ def replay_one(pool: PoolData, spec: CurveSpec, p: int, order: Sequence[int]) ->
             out.append((ok(_winner(alive, first)), k, float(k), cum[k]))
         return out
     if spec.kind == "deepconf-online":
-        w = [float(x) for x in _weights(pool, spec.score_name or "")[p, list(order)]]
-        wi = [int(x) for x in fixed_weights(pool, spec.score_name or "")[p, list(order)]]
+        assert weights is not None
+        w = [float(x) for x in weights[0][p, list(order)]]
+        wi = [int(x) for x in weights[1][p, list(order)]]
         W = min(spec.warmup, N)
         thr = float(np.percentile(w[:W], 100.0 - spec.percentile))
         tally, first = {}, {}
@@ -132,9 +148,20 @@ def replay_one(pool: PoolData, spec: CurveSpec, p: int, order: Sequence[int]) ->
     raise ValueError(f"no reference replay for {spec.kind!r}")
 
 
+def replay_prefixes(pool: PoolData, spec: CurveSpec, p: int, order: Sequence[int],
+                    weights: tuple[np.ndarray, np.ndarray] | None = None) -> list[tuple[bool, int, float, float]]:
+    """The plainest loop: for each budget k, replay the strategy afresh on the first k samples
+    (what running the strategy once per k would do); same results as :func:`replay_one`."""
+    if weights is None:
+        weights = spec_weights(pool, spec)
+    ks = 1 if spec.kind == "greedy" else len(order)
+    return [replay_one(pool, spec, p, order[:k], weights)[-1] for k in range(1, ks + 1)]
+
+
 def replay_loop(pool: PoolData, spec: CurveSpec, orders: np.ndarray) -> tuple[np.ndarray, ...]:
     """:func:`replay_one` over every order and problem: (correct, used, calls, tokens), each (B, P, K)."""
     B, P, _ = orders.shape
-    rows = [[replay_one(pool, spec, p, orders[b, p].tolist()) for p in range(P)] for b in range(B)]
+    w = spec_weights(pool, spec)
+    rows = [[replay_one(pool, spec, p, orders[b, p].tolist(), w) for p in range(P)] for b in range(B)]
     arr = np.array(rows, dtype=object)  # (B, P, K, 4)
     return tuple(np.asarray(arr[..., i].tolist(), dtype=float) for i in range(4))
