@@ -211,3 +211,17 @@ def test_replay_is_seeded_and_bands_contain_the_mean() -> None:
     # esc never uses more samples than the cap and stops early somewhere
     esc = a[1]
     assert np.all(esc.samples <= esc.ks) and esc.samples[-1] < esc.ks[-1]
+
+
+def test_incremental_reference_equals_replaying_each_budget_afresh() -> None:
+    from thinktwice.eval.replay_loop import replay_one, replay_prefixes, spec_weights
+
+    pool = PoolData.synthetic(6, 16, seed=8)
+    orders = permutations(6, 16, 2, seed=4)
+    for spec in parse_specs("greedy,sc,weighted-sc:self-certainty,best-of-n:path-prob,adaptive-consistency,esc,"
+                            "deepconf,deepconf-online"):
+        w = spec_weights(pool, spec)
+        for b in range(2):
+            for p in range(6):
+                order = orders[b, p].tolist()
+                assert replay_one(pool, spec, p, order, w) == replay_prefixes(pool, spec, p, order, w), spec.label

@@ -535,16 +535,16 @@ class _Engine:
             P_ = self.shape[1]
             for b0 in range(sl.start, sl.stop, self.step):
                 b1 = min(sl.stop, b0 + self.step)
-                rows = slice((b0 - sl.start) * P_, (b1 - sl.start) * P_)
-                vote(slice(b0, b1), (lab[rows], w[rows], ans[b0 - sl.start: b1 - sl.start]))
+                cols = slice((b0 - sl.start) * P_, (b1 - sl.start) * P_)
+                vote(slice(b0, b1), (lab[:, cols], w[:, cols], ans[b0 - sl.start: b1 - sl.start]))
 
-        self.each_chunk(group, step=max(self.step, 2_000_000 // max(1, P * int(drops.sum()))))
+        self.each_chunk(group, step=max(self.step, 4_000_000 // max(1, P * int(drops.sum()))))
         return out
 
     def _drop_slots(self, L: np.ndarray, W: np.ndarray, drops: np.ndarray, D: int
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """For every prefix k of every (order, problem), the drops[k] lowest-weight traces: their
-        classes and weights as (b*P, sum(drops)) arrays, and how many carry an answer (b, P, N).
+        classes and weights as (sum(drops), b*P) arrays, and how many carry an answer (b, P, N).
 
         Each trace is packed into one int64 key (weight, position, class) so that the D lowest keys
         of the prefix are kept sorted by a compare-exchange chain (two ufunc calls per slot and
@@ -556,23 +556,28 @@ class _Engine:
         Lf = L.reshape(R, N).astype(np.int64) + 1  # 0 = no answer
         key = (W.reshape(R, N).astype(np.int64) << (pos_bits + lab_bits)) \
             | (np.arange(N, dtype=np.int64) << lab_bits) | Lf
-        buf = np.full((R, D), np.iinfo(np.int64).max, dtype=np.int64)
-        kept_slots = []  # after sample n, the drops[n] lowest keys: only those are ever needed
+        key = np.ascontiguousarray(key.T)  # (N, R): one contiguous row per step
+        buf = np.full((D, R), np.iinfo(np.int64).max, dtype=np.int64)  # slot rows, ascending
+        V = int(drops.sum())
+        slots = np.empty((V, R), dtype=np.int64)  # after sample n, its drops[n] lowest keys
+        lo = np.empty(R, dtype=np.int64)
+        v = 0
         for j in range(N):
-            x = key[:, j]
+            x = key[j].copy()
             for i in range(D):  # insert x into the sorted buffer, pushing the largest out
-                lo = np.minimum(buf[:, i], x)
-                x = np.maximum(buf[:, i], x)
-                buf[:, i] = lo
-            if drops[j]:
-                kept_slots.append(buf[:, : drops[j]].copy())
-        slots = np.concatenate(kept_slots, axis=1)  # (R, V), V = sum of drops
-        lab = ((slots & ((1 << lab_bits) - 1)) - 1).astype(np.int32)
+                np.minimum(buf[i], x, out=lo)
+                np.maximum(buf[i], x, out=x)
+                buf[i] = lo
+            d = int(drops[j])
+            if d:
+                slots[v: v + d] = buf[:d]
+                v += d
+        lab = ((slots & ((1 << lab_bits) - 1)) - 1).astype(np.int32)  # (V, R)
         w = (slots >> (pos_bits + lab_bits)).astype(W.dtype)
         offsets = np.concatenate(([0], np.cumsum(drops)[:-1]))
-        answered = np.zeros((R, N), dtype=np.int64)
-        answered[:, drops > 0] = np.add.reduceat((lab >= 0).astype(np.int64), offsets[drops > 0], axis=1)
-        return lab, w, answered.reshape(b, P, N)
+        answered = np.zeros((N, R), dtype=np.int64)
+        answered[drops > 0] = np.add.reduceat((lab >= 0).view(np.int8), offsets[drops > 0], axis=0, dtype=np.int16)
+        return lab, w, answered.T.reshape(b, P, N)
 
     def _subtract(self, tallies: np.ndarray, lab: np.ndarray, w: np.ndarray, drops: np.ndarray, D: int) -> None:
         """Remove the dropped traces' votes from ``tallies`` (b, P, N, C), in place.
@@ -585,13 +590,13 @@ class _Engine:
             raise ValueError("tallies must be C-contiguous")
         offsets = np.concatenate(([0], np.cumsum(drops)[:-1]))
         flat = tallies.reshape(-1)
-        row = np.arange(b * P, dtype=np.int64)[:, None] * (N * C)
+        row = np.arange(b * P, dtype=np.int64)[None, :] * (N * C)
         for i in range(D):
             ns = np.flatnonzero(drops > i)
-            cols = offsets[ns] + i
-            li = lab[:, cols]
+            rows = offsets[ns] + i
+            li = lab[rows]  # (len(ns), b * P)
             ok = li >= 0
-            flat[(row + ns[None, :] * C + li)[ok]] -= w[:, cols][ok]
+            flat[(row + ns[:, None] * C + li)[ok]] -= w[rows][ok]
 
     def _best_of_n(self, scores: np.ndarray) -> np.ndarray:
         """The highest-scoring sample of each prefix (ties: the earliest).
