@@ -52,8 +52,10 @@ def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     from rich.logging import RichHandler
 
+    from thinktwice.cli.common import err  # logs go to stderr so --json output stays parseable
+
     logging.basicConfig(level=logging.WARNING, format="%(message)s",
-                        handlers=[RichHandler(show_path=False, show_time=False)])
+                        handlers=[RichHandler(show_path=False, show_time=False, console=err)])
     try:
         app(args=argv, standalone_mode=False)
     except ThinktwiceError as e:
