@@ -141,3 +141,16 @@ async def test_iterative_deepening_continues_with_trigger(make_query):
     b = ScriptedBackend(handler=handler)
     d = await create_strategy("iterative-deepening", threshold=0.9).run(make_query(), b, Budget(max_calls=1))
     assert d.answer == "5" and d.stopped_because == "budget"
+
+
+async def test_growth_stops_cleanly_when_the_context_is_full(make_query):
+    from thinktwice.errors import ContextLengthExceeded
+
+    def handler(prompt, params, index):
+        if prompt.assistant_prefix:
+            return Reply("", error=ContextLengthExceeded("prompt too long"))
+        return Reply("first #### 5", confidence=0.5)
+
+    d = await create_strategy("iterative-deepening", threshold=0.9).run(make_query(), ScriptedBackend(handler=handler))
+    assert d.answer == "5" and d.stopped_because == "budget"
+    assert any(t.kind == "stop" and t.detail["reason"] == "context full" for t in d.trace)

@@ -68,3 +68,16 @@ async def test_p_true_value_is_billed(make_query):
     d = await create_strategy("step-beam", max_depth=3, beam_width=1, value="p-true").run(
         make_query(), ScriptedBackend(handler=handler))
     assert d.stages["p-true"].calls > 0 and d.answer is not None
+
+
+async def test_context_overflow_ends_a_path_not_the_search(make_query):
+    from thinktwice.errors import ContextLengthExceeded
+
+    def handler(prompt, params, index):
+        if prompt.assistant_prefix.count("\n") >= 2 and "Step b" in prompt.assistant_prefix:
+            return Reply("", error=ContextLengthExceeded("prompt too long"))
+        text, conf = TREE[prompt.assistant_prefix][index % 2]
+        return Reply(text, confidence=conf)
+
+    d = await create_strategy("mcts", max_depth=3).run(make_query(), ScriptedBackend(handler=handler))
+    assert d.answer == "7" and any(t.kind == "context-full" for t in d.trace)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
-from thinktwice.errors import CapabilityError, ConfigError
+from thinktwice.errors import CapabilityError, ConfigError, ContextLengthExceeded
 from thinktwice.lm.meter import BudgetExhausted
 from thinktwice.strategies.base import BaseStrategy, RunContext, Verdict
 from thinktwice.strategies.gate import PROBABILITY_SIGNALS, default_threshold
@@ -88,8 +88,9 @@ class IterativeDeepening(BaseStrategy):
             try:
                 [seg] = await ctx.sample(1, params, prompt=ctx.query.prompt.with_prefix(base + prefix),
                                          stage="deepen")
-            except BudgetExhausted:
+            except (BudgetExhausted, ContextLengthExceeded) as e:
                 stopped = "budget"
+                ctx.note("stop", reason="context full" if isinstance(e, ContextLengthExceeded) else "budget")
                 break
             ctx.note("trigger", depth=d + 1, trigger=trigger)
             text = prefix + seg.sample.text

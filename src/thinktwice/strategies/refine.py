@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from typing import ClassVar
 
-from thinktwice.errors import ConfigError
+from thinktwice.errors import ConfigError, ContextLengthExceeded
 from thinktwice.lm.meter import BudgetExhausted
 from thinktwice.strategies.base import BaseStrategy, RunContext, Verdict
 from thinktwice.strategies.gate import PROBABILITY_SIGNALS, default_threshold
@@ -91,8 +91,9 @@ class SelfRefine(BaseStrategy):
             history = follow_up(history, Message("assistant", current.sample.text), Message("user", FEEDBACK_REQUEST))
             try:
                 [fb] = await ctx.sample(1, fb_params, prompt=history, stage="feedback")
-            except BudgetExhausted:
+            except (BudgetExhausted, ContextLengthExceeded) as e:
                 stopped = "budget"
+                ctx.note("stop", reason="context full" if isinstance(e, ContextLengthExceeded) else "budget")
                 break
             approved = feedback_says_correct(fb.sample.text)
             ctx.note("feedback", round=rounds + 1, approved=approved, text=fb.sample.text[:300])
@@ -102,8 +103,9 @@ class SelfRefine(BaseStrategy):
             history = follow_up(history, Message("assistant", fb.sample.text), Message("user", REVISE_REQUEST))
             try:
                 [rev] = await ctx.sample(1, params, prompt=history, stage="refine")
-            except BudgetExhausted:
+            except (BudgetExhausted, ContextLengthExceeded) as e:
                 stopped = "budget"
+                ctx.note("stop", reason="context full" if isinstance(e, ContextLengthExceeded) else "budget")
                 break
             rounds += 1
             rev = Candidate(rev.sample, rev.answer, rev.scores, stage=f"refine-{rounds}")

@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, TypeVar
 
-from thinktwice.errors import CapabilityError, ConfigError
+from thinktwice.errors import CapabilityError, ConfigError, ContextLengthExceeded
 from thinktwice.lm.meter import BudgetExhausted
 from thinktwice.signals.token_stats import path_prob
 from thinktwice.strategies.base import BaseStrategy, RunContext, Verdict
@@ -189,7 +189,13 @@ class _TreeSearch(BaseStrategy):
 
     async def _expand_and_value(self, ctx: RunContext, exp: StepExpander, val: StepValue,
                                 node: Node) -> list[Node]:
-        kids = await exp.expand(ctx, node)
+        try:
+            kids = await exp.expand(ctx, node)
+        except ContextLengthExceeded:
+            # the partial solution fills the model's context: it cannot grow, so it ends here
+            node.terminal, node.answer = True, ctx.query.answers.extract(node.text)
+            ctx.note("context-full", depth=node.depth, answer=node.answer)
+            return []
         for k, v in zip(kids, await val(ctx, kids)):
             k.value = v
         return kids
@@ -234,6 +240,7 @@ class StepBeamSearch(_TreeSearch):
             results, short = await _gather([self._expand_and_value(ctx, exp, val, b) for b in beams])
             kids = [k for r in results if r for k in r]
             explored.extend(kids)
+            finished.extend(b for b in beams if b.terminal and b.parent is not None)  # context full
             finished.extend(k for k in kids if k.terminal)
             open_ = sorted((k for k in kids if not k.terminal), key=lambda k: -k.score())
             ctx.note("depth", depth=depth + 1, expanded=len(beams), proposals=len(kids),
