@@ -44,3 +44,14 @@ async def test_self_agreement_and_gsa_write_answers(make_query):
     d = await create_strategy("gsa", n=3).run(make_query(), b)
     assert d.answer == "7" and d.chosen is None and d.response == "Fresh work #### 7"
     assert d.candidates[-1].stage == "aggregate"
+
+
+async def test_aggregation_falls_back_when_the_context_is_too_small(make_query):
+    from thinktwice.errors import ContextLengthExceeded
+    from thinktwice.lm.scripted import Reply
+
+    b = ScriptedBackend(["s #### A", "s #### B", "s #### B"],
+                        rules={"most consistent": [Reply("", error=ContextLengthExceeded("too long"))]})
+    d = await create_strategy("usc", n=3).run(make_query(), b)
+    assert d.answer == "B" and d.stopped_because == "budget"
+    assert any(t.kind == "fallback" and "context" in t.detail["reason"] for t in d.trace)

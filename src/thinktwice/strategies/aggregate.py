@@ -10,8 +10,8 @@
 The responses are shown in an order shuffled with the run's seed (position bias, METHODS §11.7),
 and the order is in the trace. The aggregation call runs at temperature 0 under the stage
 ``"aggregate"``; its prompt grows as ``n × response length``, which the Decision's usage shows.
-If the reply cannot be parsed, or the budget has no room for the call, the plain majority is
-returned and the trace says so.
+If the reply cannot be parsed, or the budget or the model's context has no room for the call, the
+plain majority is returned and the trace says so.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass
 from typing import ClassVar
 
-from thinktwice.errors import ConfigError
+from thinktwice.errors import ConfigError, ContextLengthExceeded
 from thinktwice.lm.meter import BudgetExhausted
 from thinktwice.strategies.base import BaseStrategy, RunContext, Verdict
 from thinktwice.strategies.sampling import draw, follow_up, sampling_params
@@ -81,6 +81,8 @@ class _Aggregator(BaseStrategy):
             [reply] = await ctx.sample(1, agg_params, prompt=prompt, stage="aggregate")
         except BudgetExhausted as e:
             return self._fallback(ctx, cands, v, f"budget ({e.what})", "budget")
+        except ContextLengthExceeded:  # n responses do not fit the model's context
+            return self._fallback(ctx, cands, v, "the responses do not fit the context", "budget")
         ctx.note("aggregate", order=order, reply=reply.sample.text[:500])
         return self._finish(ctx, cands, order, reply, v, "budget" if short else "done")
 
