@@ -46,6 +46,8 @@ def test_parse_verdict() -> None:
     assert parse_verdict("Verdict - wrong.") is False
     assert parse_verdict("Verdict: incorrect ... on reflection, Verdict: correct") is True
     assert parse_verdict("Looks fine to me.") is None
+    assert parse_verdict("The proposed solution is correct.") is True  # no verdict line
+    assert parse_verdict("Step 2 fails, so the answer is wrong.") is False
 
 
 def test_verdict_probability_reads_logprobs_at_the_verdict_word() -> None:

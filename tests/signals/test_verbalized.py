@@ -42,7 +42,8 @@ def test_parse_confidence(text: str, want: float) -> None:
     assert parse_confidence(text) == pytest.approx(want)
 
 
-@pytest.mark.parametrize("text", ["", "I am not sure.", "Confidence: high", "The answer is 4000."])
+@pytest.mark.parametrize("text", ["", "I am not sure.", "Confidence: high", "The answer is 4000.",
+                                  "The proposed solution's final answer is 2.", "So 3 + 4 = 7 and 7 * 2 = 14"])
 def test_parse_confidence_none(text: str) -> None:
     assert math.isnan(parse_confidence(text))
 

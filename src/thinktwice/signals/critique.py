@@ -37,6 +37,8 @@ _VERDICT = re.compile(
     r"verdict\s*[:\-]?\s*[*_\"']*\s*(?:the\s+solution\s+is\s+)?(incorrect|not\s+correct|wrong|correct|right)\b",
     re.IGNORECASE,
 )
+_PLAIN = re.compile(r"\b(?:solution|answer)\s+is\s+[*_\"']*(incorrect|not\s+correct|wrong|correct|right)\b",
+                    re.IGNORECASE)
 _POSITIVE = ("correct", "right")
 
 
@@ -50,8 +52,11 @@ def critique_prompt(question: str, response: str) -> Prompt:
 
 
 def parse_verdict(text: str) -> bool | None:
-    """True for a final 'Verdict: correct', False for 'incorrect'/'wrong', None when absent."""
-    matches = list(_VERDICT.finditer(text))
+    """True for a final 'Verdict: correct', False for 'incorrect'/'wrong', None when absent.
+
+    Without a verdict line, a closing "the solution/answer is (in)correct" is read instead.
+    """
+    matches = list(_VERDICT.finditer(text)) or list(_PLAIN.finditer(text))
     if not matches:
         return None
     word = matches[-1].group(1).lower()
@@ -76,7 +81,7 @@ def verdict_probability(sample: Sample) -> float:
     if verdict is None:
         return math.nan
     if sample.tokens:
-        m = list(_VERDICT.finditer(sample.text))[-1]
+        m = (list(_VERDICT.finditer(sample.text)) or list(_PLAIN.finditer(sample.text)))[-1]
         start = m.start(1)
         pos = 0
         for stat in sample.tokens:

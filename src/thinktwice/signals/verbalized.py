@@ -41,6 +41,7 @@ _NUM = r"(\d+(?:\.\d+)?|\.\d+)"
 _KEYWORD = re.compile(r"confiden(?:ce|t)|certain(?:ty)?|sure|probability|likelihood", re.IGNORECASE)
 _PCT = re.compile(_NUM + r"\s*(?:%|percent\b|per\s*cent\b)", re.IGNORECASE)
 _FRAC = re.compile(_NUM + r"\s*(?:/|out\s+of)\s*(100|10|1)\b", re.IGNORECASE)
+_ANSWERISH = re.compile(r"answer|=|total|result", re.IGNORECASE)
 _BARE = re.compile(r"(?<![\w.])" + _NUM + r"(?![\w.]*\d)")
 
 
@@ -87,7 +88,8 @@ def parse_confidence(text: str) -> float:
 
     Reads ``"Confidence: 85%"``, ``"85/100"``, ``"8 out of 10"``, ``"0.85"``, ``"I am 90% sure"``,
     ``"eighty-five percent"``. Text after a confidence keyword wins; otherwise a percentage or a
-    fraction anywhere, otherwise the last bare number in [0, 100]. Values are clamped to [0, 100].
+    fraction anywhere, otherwise a bare number in [0, 100] when it is the only number and the text
+    states no answer. Values are clamped to [0, 100].
 
     >>> parse_confidence("Answer: 12. Confidence: 85%")
     0.85
@@ -113,9 +115,11 @@ def parse_confidence(text: str) -> float:
         elif fracs:
             value = _value(fracs[-1].group(1), fracs[-1].group(2))
         else:
+            # a bare number counts only when it is the reply's one number and no answer is being stated
+            # ("I'd say 75."), so "The final answer is 2." is not read as 2% confidence
             nums = [_value(m.group(1)) for m in _BARE.finditer(t)]
-            nums = [v for v in nums if 0 <= v <= 100]
-            value = nums[-1] if nums else None
+            if len(nums) == 1 and 0 <= nums[0] <= 100 and not _ANSWERISH.search(t):
+                value = nums[0]
     if value is None or math.isnan(value):
         return math.nan
     return min(max(value, 0.0), 100.0) / 100.0
