@@ -221,13 +221,13 @@ def main() -> None:
         table.caption = ("synthetic pool: wrong traces are built less confident (and half hold a low-confidence "
                          "stretch), so DeepConf's gain here is by construction, not evidence")
     Console(width=160).print(table)
+    print(f"pool: {source}")
     by = {r["name"]: r for r in rows}
     for key, name in (("adaptive", "adaptive-consistency"), ("esc", "esc"), ("deepconf", "deepconf-online")):
         r = by[name]
         print(f"{key}_acc_delta: {r['delta']:+.4f}")
         print(f"{key}_sample_share: {r['sample_share']:.3f}")
         print(f"{key}_token_share: {r['token_share']:.3f}")
-    print(f"pool_source: {source}")
     sys.stdout.flush()
 
 
