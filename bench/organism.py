@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{r['pass']:.3f}", f"{r['sample']:.3f}", f"{r['bo_logprob']:.3f}",
                       f"{r['bo_self_certainty']:.3f}",
                       f"{r['auroc_logprob']:.2f}/{r['auroc_self_certainty']:.2f}", str(r["eval_seconds"]))
-    Console().print(table)
+    Console(width=140).print(table)
     if a.json:
         Path(a.json).write_text(json.dumps(result, indent=1))
     h = evals[0]

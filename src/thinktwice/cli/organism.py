@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.console import Console
 from rich.table import Table
 
 from thinktwice.cli.common import SeedOpt, err, out, run_async
@@ -123,17 +124,20 @@ def demo_cmd(
         result = run_async(run_demo(backend, task, probs, n=samples, temperature=temperature, seed=seed,
                                     progress=progress))
     table = Table(title=f"{backend.model} on {len(probs)} held-out problems ({task.version}), T={temperature}")
-    for col in ("strategy", "accuracy % (95% CI)", "calls", "gen. tokens", "SC at same tokens", "difference"):
+    # accuracy and difference in points; "SC at same tokens" = self-consistency@k at about the same generated tokens
+    for col in ("strategy", "accuracy % [95% CI]", "calls", "gen. tokens", "SC at same tokens",
+                "difference [95% CI]"):
         table.add_column(col, justify="left" if col == "strategy" else "right")
     for r in result.rows:
         table.add_row(
-            r.name, f"{_fmt(r.accuracy)} ({_fmt(r.lo)}-{_fmt(r.hi)})", f"{r.calls:.2f}", f"{r.tokens:.0f}",
+            r.name, f"{_fmt(r.accuracy)} [{_fmt(r.lo)}, {_fmt(r.hi)}]", f"{r.calls:.2f}", f"{r.tokens:.0f}",
             f"SC@{r.matched_k}: {_fmt(r.matched_accuracy)}" if r.matched_k else "-",
-            f"{100 * r.delta:+.1f} ({100 * (r.delta_lo or 0):+.1f}, {100 * (r.delta_hi or 0):+.1f})"
+            f"{100 * r.delta:+.1f} [{100 * (r.delta_lo or 0):+.1f}, {100 * (r.delta_hi or 0):+.1f}]"
             if r.delta is not None else "-",
         )
-    out.print(table)
-    out.print(f"pass@{samples} (oracle): {_fmt(result.pass_at_n)}%   mean tokens per sample: "
+    wide = Console(width=max(out.width, 124))  # the table needs ~120 columns; pipes get 80
+    wide.print(table)
+    wide.print(f"pass@{samples} (oracle): {_fmt(result.pass_at_n)}%   mean tokens per sample: "
               f"{result.tokens_per_sample:.1f}")
     for s in result.skipped:
         err.print(f"skipped {s}")

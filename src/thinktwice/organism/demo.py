@@ -178,7 +178,7 @@ def plot_demo(result: DemoResult, path: str | Path, title: str = "") -> Path:
     ax.set_ylabel("accuracy")
     ax.set_title(title or f"organism: {result.problems} held-out problems")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(0.0, 0.93))
     fig.tight_layout()
     p = Path(path)
     fig.savefig(p)
