@@ -30,6 +30,7 @@ import random
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from dataclasses import dataclass
 
 from rich.console import Console
@@ -111,6 +112,8 @@ def store_pool(path: str, run_id: int) -> tuple[object, list[Problem], dict[str,
     from thinktwice.eval.store import RunStore
     from thinktwice.registry import tasks
 
+    if not Path(path).exists():
+        raise SystemExit(f"no run store at {path}")
     with RunStore(path) as st:
         info = st.get_run(run_id)
         problems = st.problems(run_id)
