@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -26,7 +27,7 @@ def reliability_bins(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) ->
     return conf, acc, count
 
 
-def _figure():  # type: ignore[no-untyped-def]
+def _figure() -> Any:
     import matplotlib
 
     matplotlib.use("Agg", force=True)

@@ -160,7 +160,7 @@ def _weighted_weibull_mle(x: np.ndarray, r: np.ndarray, lo: float = 0.01, hi: fl
     return k, max(lam, 0.01)
 
 
-def fit_weibull_mixture(p: Sequence[float], max_iter: int = 200, tol: float = 1e-8) -> WeibullMixture | None:
+def fit_weibull_mixture(p: Sequence[float] | np.ndarray, max_iter: int = 200, tol: float = 1e-8) -> WeibullMixture | None:
     """Maximum-likelihood two-Weibull mixture of the path probabilities ``p`` by EM.
 
     Initialised and bounded as in the RPC code (w=0.5, k1=1, λ1=1, k2=1.5, λ2=2; w in [0.2, 0.8],
@@ -191,7 +191,7 @@ def fit_weibull_mixture(p: Sequence[float], max_iter: int = 200, tol: float = 1e
     return m
 
 
-def prune_paths(p: Sequence[float]) -> np.ndarray:
+def prune_paths(p: Sequence[float] | np.ndarray) -> np.ndarray:
     """RPC reasoning pruning: a boolean mask of the paths kept.
 
     Path i is dropped when its posterior membership in the low-mean component exceeds the
