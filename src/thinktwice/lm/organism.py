@@ -155,5 +155,8 @@ class OrganismBackend:
         return out
 
     async def aclose(self) -> None:
-        with self._lock:
+        await asyncio.to_thread(self._close)
+
+    def _close(self) -> None:
+        with self._lock:  # waits for a call in progress
             self._ckpt = None
