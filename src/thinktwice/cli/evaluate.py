@@ -8,14 +8,58 @@ from typing import Any
 import typer
 from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperCommand
 
 from thinktwice.cli.common import (
-    ApiKeyOpt, BackendOpt, BackendOptionsOpt, BaseUrlOpt, ConcurrencyOpt, ModelOpt, SeedOpt, StoreOpt,
-    StrategyOptionsOpt, backend_from_options, default_store, err, out, parse_kv, run_async,
+    ApiKeyOpt,
+    BackendOpt,
+    BackendOptionsOpt,
+    BaseUrlOpt,
+    ConcurrencyOpt,
+    ModelOpt,
+    SeedOpt,
+    StoreOpt,
+    StrategyOptionsOpt,
+    backend_from_options,
+    default_store,
+    err,
+    out,
+    parse_kv,
+    run_async,
 )
 from thinktwice.errors import ConfigError
 
-__all__ = ["register", "run_eval"]
+__all__ = ["RayOptionCommand", "ray_config", "register", "run_eval"]
+
+
+class RayOptionCommand(TyperCommand):
+    """Lets ``--ray`` be given without a value (``--ray`` alone means a local Ray instance)."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        fixed: list[str] = []
+        for i, a in enumerate(args):
+            fixed.append(a)
+            if a == "--ray" and (i + 1 == len(args) or args[i + 1].startswith("-")):
+                fixed.append("local")
+        return super().parse_args(ctx, fixed)
+
+
+RayOpt = typer.Option(None, "--ray", metavar="[ADDRESS]",
+                      help="Run on Ray: alone = a local instance; auto, HOST:PORT or ray://HOST:PORT = that cluster.")
+ShardsOpt = typer.Option(None, "--shards", help="With --ray: work units (default 4 x workers).")
+RayWorkersOpt = typer.Option(None, "--ray-workers", help="With --ray: actors, one backend replica each "
+                                                         "(default: cluster CPUs / --ray-cpus or GPUs / --ray-gpus).")
+RayCpusOpt = typer.Option(1.0, "--ray-cpus", help="With --ray: CPUs per worker.")
+RayGpusOpt = typer.Option(0.0, "--ray-gpus", help="With --ray: GPUs per worker (1 = one replica per GPU).")
+
+
+def ray_config(address: str | None, shards: int | None, workers: int | None, cpus: float, gpus: float) -> Any:
+    """The RayConfig of the --ray options, or None without --ray."""
+    if address is None:
+        return None
+    from thinktwice.eval.distributed import RayConfig
+
+    return RayConfig(address=address, shards=shards, workers=workers, num_cpus=cpus, num_gpus=gpus)
 
 
 def _budget(tokens: int | None, calls: int | None) -> Any:
@@ -25,8 +69,14 @@ def _budget(tokens: int | None, calls: int | None) -> Any:
 
 
 def _progress_bar(total: int) -> Any:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-    from rich.progress import TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     return Progress(
         TextColumn("[bold]eval"), BarColumn(), MofNCompleteColumn(), TextColumn("acc {task.fields[acc]}"),
@@ -36,8 +86,12 @@ def _progress_bar(total: int) -> Any:
 
 
 def run_eval(spec: dict[str, Any], *, store_path: Path, resume: int | None, api_key: str | None,
-             show_rows: int = 50, json_out: bool = False) -> int:
-    """Build everything from ``spec``, run (or resume) the eval, print the report; returns the run id."""
+             show_rows: int = 50, json_out: bool = False, ray: Any = None) -> int:
+    """Build everything from ``spec``, run (or resume) the eval, print the report; returns the run id.
+
+    With ``ray`` (a :class:`thinktwice.eval.distributed.RayConfig`) the problems are sharded over a
+    Ray cluster; the backend is then built on the workers only.
+    """
     import time
 
     from thinktwice.eval.runner import evaluate
@@ -50,15 +104,25 @@ def run_eval(spec: dict[str, Any], *, store_path: Path, resume: int | None, api_
     problems = list(task.load(spec.get("split", "test"), limit=spec.get("limit")))
     if not problems:
         raise ConfigError(f"task {spec['task']!r} has no problems in split {spec.get('split', 'test')!r}")
-    backend = backend_from_options(
-        spec["backend"], base_url=spec.get("base_url"), api_key=api_key, model=spec.get("model"),
-        concurrency=spec.get("concurrency"), **spec.get("backend_options", {}),
-    )
+    if ray is None:
+        backend = backend_from_options(
+            spec["backend"], base_url=spec.get("base_url"), api_key=api_key, model=spec.get("model"),
+            concurrency=spec.get("concurrency"), **spec.get("backend_options", {}),
+        )
+    else:
+        import os
+
+        from thinktwice.eval.distributed import connect
+
+        if spec["backend"].partition(":")[0] == "openai" and not spec.get("base_url"):
+            spec = {**spec, "base_url": os.environ.get("OPENAI_BASE_URL")}  # workers may not share the env
+        backend = None
+        owns_ray = connect(ray.address)
     with RunStore(store_path) as store:
         if resume is None:
             run_id = store.create_run(
                 kind="eval", config=spec, task=spec["task"], task_version=getattr(task, "version", None),
-                backend=spec["backend"], model=getattr(backend, "model", None), strategy=spec["strategy"],
+                backend=spec["backend"], model=getattr(backend, "model", spec.get("model")), strategy=spec["strategy"],
                 seed=spec.get("seed", 0),
             )
             store.put_problems(run_id, problems)
@@ -77,6 +141,13 @@ def run_eval(spec: dict[str, Any], *, store_path: Path, resume: int | None, api_
                 bar.update(tid, completed=p.done, acc=acc, tps=tps)
 
             async def go() -> Any:
+                if backend is None:
+                    from thinktwice.eval.distributed import evaluate_ray
+
+                    return await evaluate_ray(
+                        spec, problems, store=store, run_id=run_id, ray_config=ray, api_key=api_key,
+                        budget=_budget(spec.get("budget_tokens"), spec.get("budget_calls")), on_progress=on_progress,
+                    )
                 try:
                     return await evaluate(
                         task, strategy, backend, problems, store=store, run_id=run_id,
@@ -91,6 +162,11 @@ def run_eval(spec: dict[str, Any], *, store_path: Path, resume: int | None, api_
             except BaseException:
                 store.set_status(run_id, "failed")
                 raise
+            finally:
+                if ray is not None and owns_ray:
+                    import ray as ray_mod
+
+                    ray_mod.shutdown()
         store.set_status(run_id, "done" if result.failed == 0 else "partial")
         _print_result(result, spec, run_id, show_rows, json_out)
     return run_id
@@ -133,7 +209,7 @@ def _print_result(result: Any, spec: dict[str, Any], run_id: int, show_rows: int
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("eval")
+    @app.command("eval", cls=RayOptionCommand)
     def eval_cmd(
         task: str = typer.Option("gsm8k", "--task", "-t", help="Task name (gsm8k, math, jsonl, arith, ...)."),
         limit: int | None = typer.Option(None, "--limit", "-l", help="Evaluate the first N problems."),
@@ -157,6 +233,11 @@ def register(app: typer.Typer) -> None:
         resume: int | None = typer.Option(None, "--resume", help="Finish run RUN (its stored config is used)."),
         show_rows: int = typer.Option(50, "--rows", help="Per-problem rows to print."),
         json_out: bool = typer.Option(False, "--json", help="Print a JSON summary instead of tables."),
+        ray_address: str | None = RayOpt,
+        shards: int | None = ShardsOpt,
+        ray_workers: int | None = RayWorkersOpt,
+        ray_cpus: float = RayCpusOpt,
+        ray_gpus: float = RayGpusOpt,
     ) -> None:
         """Evaluate a strategy on a task; prints accuracy with a 95% CI and the compute per problem."""
         import os
@@ -182,4 +263,5 @@ def register(app: typer.Typer) -> None:
                 "budget_calls": budget_calls,
             }
         key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
-        run_eval(spec, store_path=store_path, resume=resume, api_key=key, show_rows=show_rows, json_out=json_out)
+        run_eval(spec, store_path=store_path, resume=resume, api_key=key, show_rows=show_rows, json_out=json_out,
+                 ray=ray_config(ray_address, shards, ray_workers, ray_cpus, ray_gpus))
