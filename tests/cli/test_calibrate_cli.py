@@ -104,3 +104,11 @@ def test_calibrate_missing_tokens_named_signal_errors(tmp_path, capsys) -> None:
     code, _, err = run_cli(["calibrate", "--run", str(rid), "--store", str(db), "--signals", "self-certainty"], capsys)
     assert code == 2 and "full next-token distribution" in err
 
+
+
+def test_list_signals_names_needs_and_cost(capsys) -> None:
+    code, out, _ = run_cli(["calibrate", "--list-signals"], capsys)
+    assert code == 0
+    for name in ("self-certainty", "p-true", "fobar", "deepconf-lowest", "rpc", "usc-agreement"):
+        assert name in out
+    assert "arXiv 2207.05221" in out

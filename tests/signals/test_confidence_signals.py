@@ -134,3 +134,16 @@ async def test_token_signals_make_no_calls() -> None:
     cands = draw([Reply("4")])
     await signals.create("mean-logprob").score(query(), cands, m)
     assert b.calls == [] and m.usage.calls == 0
+
+
+def test_my_signals_follow_the_protocol() -> None:
+    from thinktwice.signals.base import Signal
+
+    names = ["mean-logprob", "seq-logprob", "path-prob", "token-entropy", "self-certainty", "deepconf-mean",
+             "deepconf-tail", "deepconf-bottom10", "deepconf-lowest", "vote-share", "rpc", "answer-entropy",
+             "usc-agreement", "p-true", "p-true-context", "verbalized", "self-critique", "fobar",
+             "self-verification"]
+    for n in names:
+        sig = signals.create(n)
+        assert isinstance(sig, Signal) and sig.name == n
+        assert isinstance(sig.needs_model, bool)

@@ -209,9 +209,14 @@ def register(app: typer.Typer) -> None:
         plots: bool = typer.Option(True, "--plots/--no-plots", help="Write the PNG plots."),
         signal_option: list[str] | None = typer.Option(
             None, "--signal-option", "-S", help="Signal option NAME.KEY=VALUE (JSON values), e.g. p-true.show=answer."),
+        list_signals: bool = typer.Option(False, "--list-signals", help="List the registered signals and exit."),
     ) -> None:
         """Measure how well each signal separates right from wrong answers (AUROC, ECE, Brier, selective accuracy)."""
         import os
+
+        if list_signals:
+            _print_signals()
+            return
 
         kw: dict[str, Any] = {}
         if backend is not None:
@@ -225,6 +230,27 @@ def register(app: typer.Typer) -> None:
                       concurrency=concurrency, seed=seed, stage=stage, n_boot=n_boot, bins=bins, rescore=rescore,
                       signal_options=_signal_options(signal_option), plots=plots,
                       task_options=parse_kv(task_options))
+
+
+def _print_signals() -> None:
+    """One row per registered signal: what it needs, whether it calls the model, its summary."""
+    import inspect
+
+    from thinktwice.registry import signals as registry
+
+    t = Table(title="signals (thinktwice calibrate --signals NAME,...)")
+    for col in ("signal", "needs", "calls model", "what"):
+        t.add_column(col, no_wrap=col == "signal")
+    for name in registry.names():
+        target = registry.get(name)
+        needs = ", ".join(sorted(getattr(target, "requires", ()) or ())) or "text"
+        calls = getattr(target, "needs_model", None)
+        doc = (inspect.getdoc(target) or registry.help(name) or "").split("\n")[0]
+        t.add_row(escape(name), needs, "yes" if calls is True or calls is None else
+                  ("no" if calls is False else "in 'ask' mode"), escape(doc))
+    from rich.console import Console
+
+    (out if out.is_terminal else Console(width=max(out.width, 150))).print(t)
 
 
 def _signal_options(pairs: list[str] | None) -> dict[str, dict[str, Any]]:

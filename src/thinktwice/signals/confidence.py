@@ -210,25 +210,25 @@ class _DeepConf(TokenSignal):
 
 
 class DeepConfMean(_DeepConf):
-    """Mean token confidence over the whole trace."""
+    """DeepConf (arXiv 2508.15260): mean token confidence over the trace; top-k logprobs; no cost."""
 
     name, key = "deepconf-mean", "mean"
 
 
 class DeepConfTail(_DeepConf):
-    """Mean token confidence over the last ``tail`` tokens."""
+    """DeepConf (arXiv 2508.15260): mean token confidence of the last ``tail`` tokens; no cost."""
 
     name, key = "deepconf-tail", "tail"
 
 
 class DeepConfBottom10(_DeepConf):
-    """Mean of the lowest 10% sliding-window group confidences."""
+    """DeepConf (arXiv 2508.15260): mean of the lowest 10% window-group confidences; no cost."""
 
     name, key = "deepconf-bottom10", "bottom10"
 
 
 class DeepConfLowest(_DeepConf):
-    """Lowest sliding-window group confidence."""
+    """DeepConf (arXiv 2508.15260): lowest sliding-window group confidence; no cost."""
 
     name, key = "deepconf-lowest", "lowest"
 
