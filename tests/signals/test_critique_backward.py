@@ -144,3 +144,15 @@ async def test_self_verification_rewrites_then_masks_the_statement() -> None:
     assert got == [1.0, 0.0]
     # per answer: 1 rewrite + 2 masked statements
     assert m.stages["self-verification"].calls == 6
+
+
+async def test_backward_verify_counts_per_distinct_answer_for_the_fobar_strategy() -> None:
+    from thinktwice.signals.backward import BackwardConfig, backward_verify
+
+    b = ScriptedBackend(handler=backward_handler)
+    res = await backward_verify(Q, ["8", "9", "8.0"], Meter(b), BackwardConfig(m_b=4, max_masks=1))
+    assert res.ran and res.trials == {"8": 4, "9": 4}
+    assert res.recovered == {"8": 4, "9": 2} and res.share("9") == 0.5
+    assert math.isnan(res.share("10"))
+    skipped = await backward_verify(Q, ["8", "8.0"], Meter(b))
+    assert not skipped.ran and skipped.trials == {}
