@@ -182,3 +182,15 @@ def test_cli_eval_with_ray_matches_plain_eval(cluster, tmp_path, capsys):
               for r in o["rows"]] for o in outs]
     assert strip[0] == strip[1] and len(strip[0]) == 6
     assert outs[0]["accuracy"] == outs[1]["accuracy"]
+
+
+def test_worker_that_cannot_build_its_backend_fails_with_one_line(cluster, tmp_path):
+    from thinktwice.errors import ConfigError
+
+    spec = _spec("scripted", backend_options={"no_such_option": 1}, limit=2)
+    problems = _problems(spec)
+    with RunStore(tmp_path / "ray.db") as st:
+        rid = st.create_run(kind="eval", config=spec)
+        with pytest.raises(ConfigError, match="no_such_option"):
+            asyncio.run(evaluate_ray(spec, problems, store=st, run_id=rid, ray_config=RayConfig(max_retries=1)))
+        assert st.done_problems(rid) == set()

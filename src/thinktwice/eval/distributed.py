@@ -215,8 +215,8 @@ class ShardWorker:
 def _retryable(e: BaseException) -> bool:
     import ray.exceptions as rx
 
-    if isinstance(e, rx.RayTaskError):
-        return False
+    if isinstance(e, rx.RayTaskError) or (isinstance(e, rx.ActorDiedError) and e.actor_init_failed):
+        return False  # the shard's own code failed (or the replica could not be built): retrying repeats it
     return isinstance(e, (rx.RayActorError, rx.WorkerCrashedError, rx.NodeDiedError, rx.ObjectLostError,
                           rx.OwnerDiedError, rx.LocalRayletDiedError))
 
@@ -224,10 +224,15 @@ def _retryable(e: BaseException) -> bool:
 def _unwrap(e: BaseException) -> BaseException:
     import ray.exceptions as rx
 
-    if isinstance(e, rx.RayTaskError):
-        cause = getattr(e, "cause", None)
-        if isinstance(cause, ThinktwiceError):
-            return cause
+    init_failed = isinstance(e, rx.ActorDiedError) and e.actor_init_failed
+    if init_failed and e.args and isinstance(e.args[0], rx.RayTaskError):
+        e = e.args[0]
+    cause = getattr(e, "cause", None) if isinstance(e, rx.RayTaskError) else None
+    if isinstance(cause, ThinktwiceError):
+        return cause
+    if init_failed:
+        what = f"{type(cause).__name__}: {cause}" if cause is not None else str(e).strip().splitlines()[-1]
+        return ConfigError(f"a Ray worker could not build the backend ({what})")
     return e
 
 
