@@ -133,29 +133,41 @@ class WeibullMixture:
         return self.lam1 * math.gamma(1 + 1 / self.k1), self.lam2 * math.gamma(1 + 1 / self.k2)
 
 
-def _weighted_weibull_mle(x: np.ndarray, r: np.ndarray, lo: float = 0.01, hi: float = 200.0) -> tuple[float, float]:
-    """Weighted Weibull MLE: the shape solves the profile equation (bisection), the scale follows."""
+def _weighted_weibull_mle(
+    x: np.ndarray, r: np.ndarray, k0: float = 1.0, lo: float = 0.01, hi: float = 200.0
+) -> tuple[float, float]:
+    """Weighted Weibull MLE: the shape solves the profile equation
+    ``g(k) = Σr x^k ln x / Σr x^k − 1/k − mean_r(ln x) = 0`` (increasing in k) by safeguarded Newton
+    from ``k0`` (bisection when a step leaves the bracket); the scale follows in closed form."""
     lx = np.log(x)
+    lx2 = lx * lx
     rs = r.sum()
     mean_lx = float((r * lx).sum() / rs)
 
-    def g(k: float) -> float:
-        xk = x**k
-        return float((r * xk * lx).sum() / (r * xk).sum()) - 1.0 / k - mean_lx
+    def g_and_slope(k: float) -> tuple[float, float]:
+        w = r * x**k
+        b = w.sum()
+        a = (w * lx).sum() / b
+        c = (w * lx2).sum() / b
+        return float(a - 1.0 / k - mean_lx), float(c - a * a + 1.0 / (k * k))
 
-    a, b = lo, hi
-    if g(b) < 0:  # (near-)degenerate data: the shape runs to the bound
-        k = b
-    elif g(a) > 0:
-        k = a
+    a_, b_ = lo, hi
+    if g_and_slope(b_)[0] < 0:  # (near-)degenerate data: the shape runs to the bound
+        k = b_
+    elif g_and_slope(a_)[0] > 0:
+        k = a_
     else:
-        for _ in range(80):
-            m = 0.5 * (a + b)
-            if g(m) > 0:
-                b = m
+        k = min(max(k0, a_), b_)
+        for _ in range(100):
+            gk, dk = g_and_slope(k)
+            if gk > 0:
+                b_ = k
             else:
-                a = m
-        k = 0.5 * (a + b)
+                a_ = k
+            if abs(gk) < 1e-10 or b_ - a_ < 1e-9:
+                break
+            step = k - gk / dk if dk > 0 else math.nan
+            k = step if a_ < step < b_ else 0.5 * (a_ + b_)
     lam = float(((r * x**k).sum() / rs) ** (1.0 / k))
     return k, max(lam, 0.01)
 
@@ -182,8 +194,8 @@ def fit_weibull_mixture(p: Sequence[float] | np.ndarray, max_iter: int = 200, to
             r1 = d1 / tot
             r2 = 1.0 - r1
             w = float(np.clip(r1.mean(), 0.2, 0.8))
-            k1, l1 = _weighted_weibull_mle(x, r1 + 1e-12)
-            k2, l2 = _weighted_weibull_mle(x, r2 + 1e-12)
+            k1, l1 = _weighted_weibull_mle(x, r1 + 1e-12, m.k1)
+            k2, l2 = _weighted_weibull_mle(x, r2 + 1e-12, m.k2)
             m = WeibullMixture(w, k1, l1, k2, l2)
             if abs(ll - prev) < tol * max(1.0, abs(ll)):
                 break
