@@ -32,3 +32,4 @@ signals.add("self-verification", "thinktwice.signals.backward:SelfVerification",
 # external verifiers (no model calls)
 signals.add("code-exec", "thinktwice.signals.verifier:CodeExecutionSignal", "runs the code against the tests")
 signals.add("reward-model", "thinktwice.signals.verifier:RewardModelSignal", "external reward model over HTTP")
+signals.add("step-critic", "thinktwice.signals.step_critic:StepCritic", "earliest wrong step (ProcessBench-style)")

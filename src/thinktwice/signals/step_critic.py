@@ -18,6 +18,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 from thinktwice.errors import ConfigError
 from thinktwice.lm.meter import Meter
@@ -156,6 +157,7 @@ class StepCritic:
     """
 
     name: str = "step-critic"
+    needs_model: ClassVar[bool] = True
     max_tokens: int = 512
     temperature: float = 0.0
     requires: frozenset[str] = frozenset()

@@ -39,6 +39,7 @@ class CodeExecutionSignal:
 
     name = "code-exec"
     requires: frozenset[str] = frozenset({"gold"})
+    needs_model = False
 
     def __init__(self, timeout_s: float = 10.0, memory_mb: int = 1024, max_parallel: int | None = None) -> None:
         from thinktwice.verify.sandbox import SandboxConfig
@@ -119,6 +120,7 @@ class RewardModelSignal:
 
     name = "reward-model"
     requires: frozenset[str] = frozenset()
+    needs_model = False  # it calls an external scorer, not the model under test
 
     def __init__(self, config: RewardModelConfig | None = None, **options: Any) -> None:
         self.config = config or RewardModelConfig(**options)
