@@ -29,7 +29,7 @@ signals.add("verbalized", "thinktwice.signals.verbalized:Verbalized", "stated co
 signals.add("self-critique", "thinktwice.signals.critique:SelfCritique", "step-by-step review with a verdict")
 signals.add("fobar", "thinktwice.signals.backward:Fobar", "backward verification, arXiv 2308.07758")
 signals.add("self-verification", "thinktwice.signals.backward:SelfVerification", "arXiv 2212.09561")
+signals.add("step-critic", "thinktwice.signals.step_critic:StepCritic", "earliest wrong step (ProcessBench-style)")
 # external verifiers (no model calls)
 signals.add("code-exec", "thinktwice.signals.verifier:CodeExecutionSignal", "runs the code against the tests")
 signals.add("reward-model", "thinktwice.signals.verifier:RewardModelSignal", "external reward model over HTTP")
-signals.add("step-critic", "thinktwice.signals.step_critic:StepCritic", "earliest wrong step (ProcessBench-style)")
