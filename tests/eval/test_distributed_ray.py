@@ -194,3 +194,23 @@ def test_worker_that_cannot_build_its_backend_fails_with_one_line(cluster, tmp_p
         with pytest.raises(ConfigError, match="no_such_option"):
             asyncio.run(evaluate_ray(spec, problems, store=st, run_id=rid, ray_config=RayConfig(max_retries=1)))
         assert st.done_problems(rid) == set()
+
+
+def test_cli_sample_with_ray_matches_plain_sample(cluster, tmp_path, capsys):
+    with FakeOpenAIServer(answers={"42": 0.6, "41": 0.4}) as srv:
+        common = ["sample", "--task", "gsm8k", "--limit", "4", "-n", "5", "--batch", "2", "--backend", "openai",
+                  "--base-url", srv.url, "--seed", "2", "--api-key", "k", "--top-logprobs", "2"]
+        for i, extra in enumerate(([], ["--ray", cluster.address, "--shards", "2"])):
+            try:
+                main([*common, "--store", str(tmp_path / f"p{i}.db"), *extra])
+            except SystemExit as e:
+                assert not e.code
+        capsys.readouterr()
+    rows = []
+    for i in range(2):
+        with RunStore(tmp_path / f"p{i}.db", readonly=True) as st:
+            (run,) = st.list_runs()
+            assert run.kind == "pool" and run.status == "done"
+            rows.append([(s.problem_id, s.index, s.sample.text, s.answer, s.correct, _u(s.sample.usage),
+                          s.sample.endpoint) for s in st.samples(run.id)])
+    assert len(rows[1]) == 20 and rows[1] == rows[0]

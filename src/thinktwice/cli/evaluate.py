@@ -8,7 +8,6 @@ from typing import Any
 import typer
 from rich.markup import escape
 from rich.table import Table
-from typer.core import TyperCommand
 
 from thinktwice.cli.common import (
     ApiKeyOpt,
@@ -27,39 +26,18 @@ from thinktwice.cli.common import (
     parse_kv,
     run_async,
 )
+from thinktwice.cli.scale import (
+    RayCpusOpt,
+    RayGpusOpt,
+    RayOpt,
+    RayOptionCommand,
+    RayWorkersOpt,
+    ShardsOpt,
+    ray_config,
+)
 from thinktwice.errors import ConfigError
 
-__all__ = ["RayOptionCommand", "ray_config", "register", "run_eval"]
-
-
-class RayOptionCommand(TyperCommand):
-    """Lets ``--ray`` be given without a value (``--ray`` alone means a local Ray instance)."""
-
-    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        fixed: list[str] = []
-        for i, a in enumerate(args):
-            fixed.append(a)
-            if a == "--ray" and (i + 1 == len(args) or args[i + 1].startswith("-")):
-                fixed.append("local")
-        return super().parse_args(ctx, fixed)
-
-
-RayOpt = typer.Option(None, "--ray", metavar="[ADDRESS]",
-                      help="Run on Ray: alone = a local instance; auto, HOST:PORT or ray://HOST:PORT = that cluster.")
-ShardsOpt = typer.Option(None, "--shards", help="With --ray: work units (default 4 x workers).")
-RayWorkersOpt = typer.Option(None, "--ray-workers", help="With --ray: actors, one backend replica each "
-                                                         "(default: cluster CPUs / --ray-cpus or GPUs / --ray-gpus).")
-RayCpusOpt = typer.Option(1.0, "--ray-cpus", help="With --ray: CPUs per worker.")
-RayGpusOpt = typer.Option(0.0, "--ray-gpus", help="With --ray: GPUs per worker (1 = one replica per GPU).")
-
-
-def ray_config(address: str | None, shards: int | None, workers: int | None, cpus: float, gpus: float) -> Any:
-    """The RayConfig of the --ray options, or None without --ray."""
-    if address is None:
-        return None
-    from thinktwice.eval.distributed import RayConfig
-
-    return RayConfig(address=address, shards=shards, workers=workers, num_cpus=cpus, num_gpus=gpus)
+__all__ = ["register", "run_eval"]
 
 
 def _budget(tokens: int | None, calls: int | None) -> Any:

@@ -104,7 +104,9 @@ def run_sample(spec: dict[str, Any], *, store_path: Path, resume: int | None, ap
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("sample")
+    from thinktwice.cli.scale import RayOpt, RayOptionCommand, ShardsOpt
+
+    @app.command("sample", cls=RayOptionCommand)
     def sample_cmd(
         task: str = typer.Option("gsm8k", "--task", "-t", help="Task name."),
         n: int = typer.Option(64, "-n", help="Samples per problem."),
@@ -125,6 +127,8 @@ def register(app: typer.Typer) -> None:
         concurrency: int = ConcurrencyOpt,
         seed: int = SeedOpt,
         resume: int | None = typer.Option(None, "--resume", help="Finish pool run RUN (its stored config is used)."),
+        ray_address: str | None = RayOpt,
+        shards: int | None = ShardsOpt,
     ) -> None:
         """Draw a pool of N samples per problem (concurrent, resumable) with their token statistics."""
         import os
@@ -147,6 +151,12 @@ def register(app: typer.Typer) -> None:
                          "batch": batch, "concurrency": concurrency, "top_logprobs": top_logprobs, "seed": seed},
             }
         key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
+        if ray_address is not None:  # sharded over a Ray cluster (docs/scale.md)
+            from thinktwice.cli.scale import ray_config, run_sample_ray
+
+            run_sample_ray(spec, store_path=store_path, resume=resume, api_key=key,
+                           ray=ray_config(ray_address, shards, None, 1.0, 0.0))
+            return
         run_sample(spec, store_path=store_path, resume=resume, api_key=key)
 
     @app.command("curve")
