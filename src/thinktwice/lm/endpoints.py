@@ -5,6 +5,11 @@ cool-down (``cooldown_s``, doubling with each further failure, capped at ``coold
 the cool-down ends a single probe request is let through: success restores the endpoint, failure
 sends it back for a longer cool-down. Only connection failures count: any HTTP answer, even a 500,
 shows the server is reachable. An endpoint refused at first contact leaves the rotation at once.
+
+Optionally (``rps``) each endpoint has a token-bucket rate limit: :meth:`EndpointPool.reserve`
+books the next request slot and says how long to wait for it, and :meth:`EndpointPool.pick`
+prefers the endpoint whose next slot comes first. The backend may also check a cooled-down
+endpoint with a cheap health request (``needs_probe``, ``record_probe``) before it rejoins.
 """
 
 from __future__ import annotations
@@ -35,11 +40,16 @@ class Endpoint:
     ever_ok: bool = False
     probing: bool = False
     times_down: int = 0
+    tokens: float = 0.0
+    refilled: float | None = None
+    throttled: int = 0
+    probes: int = 0
     semaphore: asyncio.Semaphore | None = field(default=None, repr=False)
 
     def to_dict(self, now: float) -> dict[str, object]:
         return {"requests": self.requests, "failures": self.failures, "in_flight": self.in_flight,
-                "down": self.down_until > now, "times_down": self.times_down}
+                "down": self.down_until > now, "times_down": self.times_down, "throttled": self.throttled,
+                "probes": self.probes}
 
 
 class EndpointPool:
@@ -54,6 +64,8 @@ class EndpointPool:
         cooldown_max_s: float = 30.0,
         max_concurrency: int | None = None,
         clock: Callable[[], float] = time.monotonic,
+        rps: float | None = None,
+        burst: float | None = None,
     ) -> None:
         if not urls:
             raise ConfigError("at least one base URL is needed")
@@ -61,7 +73,13 @@ class EndpointPool:
             raise ConfigError("need failure_threshold >= 1 and 0 <= cooldown_s <= cooldown_max_s")
         if max_concurrency is not None and max_concurrency < 1:
             raise ConfigError(f"per-endpoint max_concurrency must be >= 1, got {max_concurrency}")
-        self.endpoints = [Endpoint(u) for u in urls]
+        if rps is not None and rps <= 0:
+            raise ConfigError(f"per-endpoint rps must be > 0, got {rps}")
+        if burst is not None and burst < 1:
+            raise ConfigError(f"per-endpoint burst must be >= 1, got {burst}")
+        self.rps = rps
+        self.burst = float(burst if burst is not None else max(1.0, rps or 1.0))
+        self.endpoints = [Endpoint(u, tokens=self.burst) for u in urls]
         self.failure_threshold, self.cooldown_s, self.cooldown_max_s = failure_threshold, cooldown_s, cooldown_max_s
         self.max_concurrency = max_concurrency
         self._clock = clock
@@ -88,12 +106,50 @@ class EndpointPool:
             now, chosen, k = self._clock(), None, len(eps)
             for j in range(k):
                 ep = eps[(self._rr + j) % k]
-                if self._available(ep, now) and (chosen is None or ep.in_flight < chosen.in_flight):
+                if not self._available(ep, now):
+                    continue
+                if chosen is None or self._load(ep, now) < self._load(chosen, now):
                     chosen = ep
             self._rr = (self._rr + 1) % k
         if chosen is not None and chosen.consecutive_failures >= self.failure_threshold:
             chosen.probing = True
         return chosen
+
+    def _load(self, ep: Endpoint, now: float) -> tuple[float, int]:
+        """(seconds until its next rate-limit slot, requests in flight): lower is better."""
+        return (self._token_wait(ep, now), ep.in_flight) if self.rps else (0.0, ep.in_flight)
+
+    def _refill(self, ep: Endpoint, now: float) -> None:
+        if ep.refilled is not None and self.rps:
+            ep.tokens = min(self.burst, ep.tokens + (now - ep.refilled) * self.rps)
+        ep.refilled = now
+
+    def _token_wait(self, ep: Endpoint, now: float) -> float:
+        self._refill(ep, now)
+        return 0.0 if ep.tokens >= 1 or not self.rps else (1 - ep.tokens) / self.rps
+
+    def reserve(self, ep: Endpoint) -> float:
+        """Book ``ep``'s next request slot under its rate limit; returns the seconds to wait before
+        sending (0 without ``rps`` or while the bucket has a token)."""
+        if not self.rps:
+            return 0.0
+        wait = self._token_wait(ep, self._clock())
+        ep.tokens -= 1.0  # may go negative: later callers queue behind this booking
+        if wait > 0:
+            ep.throttled += 1
+        return wait
+
+    def needs_probe(self, ep: Endpoint) -> bool:
+        """True when ``ep`` was out of rotation and is picked for its first try after the cool-down."""
+        return ep.probing
+
+    def record_probe(self, ep: Endpoint, ok: bool) -> None:
+        """The result of a health request to ``ep`` (ok: it answered at all)."""
+        ep.probes += 1
+        if ok:
+            self.record_ok(ep)
+        else:
+            self.record_connect_failure(ep)
 
     def wait_s(self) -> float:
         """Seconds until some endpoint may be tried again (0 if one is available now)."""

@@ -76,6 +76,10 @@ class OpenAIBackend:
         extra_body: merged into every request body (e.g. vLLM's ``repetition_penalty``).
         approx_stats: fill entropy / self-certainty from the renormalised top-k (``approx=True``).
         path: what ``create("openai:URL")`` passes; used as the base URL.
+        health_path: before an endpoint that was out of rotation rejoins, GET ``URL + health_path``
+            (any answer below 500 restores it); None lets the first real request be the probe.
+        endpoint_rps / endpoint_burst: a token-bucket rate limit per base URL (requests per second,
+            bucket size; default burst max(1, rps)); requests wait for their slot.
     """
 
     name = "openai"
@@ -103,6 +107,9 @@ class OpenAIBackend:
         cooldown_s: float = 1.0,
         cooldown_max_s: float = 30.0,
         path: str | None = None,
+        health_path: str | None = "/models",
+        endpoint_rps: float | None = None,
+        endpoint_burst: float | None = None,
     ) -> None:
         urls = [base_urls] if isinstance(base_urls, str) else list(base_urls or ())
         if path:
@@ -122,7 +129,11 @@ class OpenAIBackend:
         self.capabilities = Capabilities(logprobs=True, top_logprobs=_MAX_TOP, full_vocab=False,
                                          native_n=supports_n, continuation=True, monitor=False)
         self._pool = EndpointPool(self.base_urls, failure_threshold=failure_threshold, cooldown_s=cooldown_s,
-                                  cooldown_max_s=cooldown_max_s, max_concurrency=endpoint_max_concurrency)
+                                  cooldown_max_s=cooldown_max_s, max_concurrency=endpoint_max_concurrency,
+                                  rps=endpoint_rps, burst=endpoint_burst)
+        if health_path is not None and not health_path.startswith("/"):
+            raise ConfigError(f"health_path must start with '/', got {health_path!r}")
+        self.health_path = health_path
         self._rng = random.Random(seed)
         self._n_cap: int | None = None  # most choices the server returned for one request, once it fell short
         self._clients: list[httpx.AsyncClient] = []
@@ -348,53 +359,64 @@ class OpenAIBackend:
                 while ep is None:
                     await asyncio.sleep(max(self._pool.wait_s(), 0.01))
                     ep = self._pool.pick()
-                ci = 0 if len(load) == 1 else min(range(len(load)), key=load.__getitem__)
-                client = clients[ci]
-                load[ci] += 1
-                ep.in_flight += 1
-                ep.requests += 1
-                self._counts["requests"] += 1
-                t0 = time.perf_counter()
-                try:
-                    if ep.semaphore is None:
-                        resp = await client.post(ep.url + path, json=body)
-                    else:
-                        async with ep.semaphore:
-                            resp = await client.post(ep.url + path, json=body)
-                except (httpx.ConnectError, httpx.ConnectTimeout) as e:
-                    self._pool.record_connect_failure(ep)
-                    cause, detail = "connect", f"cannot connect to {ep.url} ({type(e).__name__})"
+                if self.health_path is not None and self._pool.needs_probe(ep) and not await self._probe(ep):
+                    cause, detail = "connect", f"{ep.url} failed its health check ({self.health_path})"
                     if self._pool.all_refused():
                         self._counts["failures"] += 1
                         raise BackendUnavailable(
                             f"Cannot connect to {', '.join(self.base_urls)}: is the server running?",
-                            backend=self.name, model=self.model) from e
-                except httpx.TimeoutException as e:
-                    self._pool.record_other_failure(ep)
-                    cause, detail = "timeout", f"{ep.url} did not answer within {self.timeout_s:g} s ({e!r})"
-                except httpx.TransportError as e:
-                    self._pool.record_other_failure(ep)
-                    cause, detail = "connection", f"connection to {ep.url} failed: {type(e).__name__}: {e}"
+                            backend=self.name, model=self.model)
                 else:
-                    self._pool.record_ok(ep)
-                    status = resp.status_code
-                    if status == 200:
-                        try:
-                            data = json.loads(resp.content)
-                            if isinstance(data, dict) and isinstance(data.get("choices"), list) and data["choices"]:
-                                return data, ep, time.perf_counter() - t0
-                            cause, detail = "invalid-body", f"{ep.url} returned a response without choices"
-                        except ValueError:
-                            cause, detail = "invalid-body", f"{ep.url} returned a truncated or invalid JSON body"
-                    else:
-                        cause, detail = str(status), f"{ep.url}{path} answered {status}: {_error_message(resp)}"
-                        retry_after = parse_retry_after(resp.headers.get("retry-after"))
-                        if not (status == 429 or status >= 500 or status == 408):
+                    wait = self._pool.reserve(ep)
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+                    ci = 0 if len(load) == 1 else min(range(len(load)), key=load.__getitem__)
+                    client = clients[ci]
+                    load[ci] += 1
+                    ep.in_flight += 1
+                    ep.requests += 1
+                    self._counts["requests"] += 1
+                    t0 = time.perf_counter()
+                    try:
+                        if ep.semaphore is None:
+                            resp = await client.post(ep.url + path, json=body)
+                        else:
+                            async with ep.semaphore:
+                                resp = await client.post(ep.url + path, json=body)
+                    except (httpx.ConnectError, httpx.ConnectTimeout) as e:
+                        self._pool.record_connect_failure(ep)
+                        cause, detail = "connect", f"cannot connect to {ep.url} ({type(e).__name__})"
+                        if self._pool.all_refused():
                             self._counts["failures"] += 1
-                            raise self._client_error(status, detail)
-                finally:
-                    ep.in_flight -= 1
-                    load[ci] -= 1
+                            raise BackendUnavailable(
+                                f"Cannot connect to {', '.join(self.base_urls)}: is the server running?",
+                                backend=self.name, model=self.model) from e
+                    except httpx.TimeoutException as e:
+                        self._pool.record_other_failure(ep)
+                        cause, detail = "timeout", f"{ep.url} did not answer within {self.timeout_s:g} s ({e!r})"
+                    except httpx.TransportError as e:
+                        self._pool.record_other_failure(ep)
+                        cause, detail = "connection", f"connection to {ep.url} failed: {type(e).__name__}: {e}"
+                    else:
+                        self._pool.record_ok(ep)
+                        status = resp.status_code
+                        if status == 200:
+                            try:
+                                data = json.loads(resp.content)
+                                if isinstance(data, dict) and isinstance(data.get("choices"), list) and data["choices"]:
+                                    return data, ep, time.perf_counter() - t0
+                                cause, detail = "invalid-body", f"{ep.url} returned a response without choices"
+                            except ValueError:
+                                cause, detail = "invalid-body", f"{ep.url} returned a truncated or invalid JSON body"
+                        else:
+                            cause, detail = str(status), f"{ep.url}{path} answered {status}: {_error_message(resp)}"
+                            retry_after = parse_retry_after(resp.headers.get("retry-after"))
+                            if not (status == 429 or status >= 500 or status == 408):
+                                self._counts["failures"] += 1
+                                raise self._client_error(status, detail)
+                    finally:
+                        ep.in_flight -= 1
+                        load[ci] -= 1
             if attempt >= pol.max_retries or (retry_after is not None and retry_after > pol.retry_after_max_s):
                 self._counts["failures"] += 1
                 kind = RateLimited if status == 429 else BackendUnavailable
@@ -409,6 +431,18 @@ class OpenAIBackend:
             logger.debug("retry %d after %s; waiting %.3f s", attempt + 1, detail, delay)
             await asyncio.sleep(delay)
             attempt += 1
+
+    async def _probe(self, ep: Endpoint) -> bool:
+        """A health request to an endpoint coming back from a cool-down; True if it may rejoin."""
+        try:
+            resp = await self._clients[0].get(ep.url + (self.health_path or ""), timeout=min(self.timeout_s, 5.0))
+            ok = resp.status_code < 500
+        except httpx.TransportError:
+            ok = False
+        self._pool.record_probe(ep, ok)
+        if ok:
+            logger.info("endpoint %s passed its health check; back in rotation", ep.url)
+        return ok
 
     def _client_error(self, status: int, detail: str) -> BackendError:
         if status in (401, 403):
