@@ -127,7 +127,7 @@ def resolve_signals(
     backend_name: str = "backend",
 ) -> list[Any]:
     """Build the signals named in ``spec`` (comma-separated names or ``all``), each with its
-    ``options[name]``.
+    ``options[name]``; ``name:ARG`` passes ``path=ARG`` (e.g. ``probe:probe.npz``).
 
     With ``all``, signals that call the model are skipped (reported to ``on_skip``) when there is
     no model, and so are signals that cannot be built without options (e.g. ``reward-model``
@@ -143,8 +143,12 @@ def resolve_signals(
         names = signal_registry.names()
     out = []
     for n in names:
+        base, colon, arg = n.partition(":")  # "name:ARG" passes ARG as path= (e.g. probe:probe.npz)
+        opts = dict((options or {}).get(base, {}))
+        if colon:
+            opts["path"] = arg
         try:
-            sig = signal_registry.create(n, **dict((options or {}).get(n, {})))
+            sig = signal_registry.create(base, **opts)
         except ConfigError as e:
             if everything and not isinstance(e, UnknownNameError):
                 if on_skip is not None:

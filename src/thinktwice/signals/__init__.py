@@ -33,3 +33,7 @@ signals.add("step-critic", "thinktwice.signals.step_critic:StepCritic", "earlies
 # external verifiers (no model calls)
 signals.add("code-exec", "thinktwice.signals.verifier:CodeExecutionSignal", "runs the code against the tests")
 signals.add("reward-model", "thinktwice.signals.verifier:RewardModelSignal", "external reward model over HTTP")
+# latent layer (hidden states; the hf backend)
+signals.add("logit-lens", "thinktwice.signals.latent:LogitLens", "how early in depth the answer token is top-1")
+signals.add("logit-lens-stability", "thinktwice.signals.latent:LogitLensStability", "answer top-1 share of last layers")
+signals.add("probe", "thinktwice.signals.latent:ProbeSignal", "linear probe on a hidden state (probe:PATH)")
