@@ -182,6 +182,29 @@ def test_cli_eval_with_ray_matches_plain_eval(cluster, tmp_path, capsys):
               for r in o["rows"]] for o in outs]
     assert strip[0] == strip[1] and len(strip[0]) == 6
     assert outs[0]["accuracy"] == outs[1]["accuracy"]
+    with RunStore(tmp_path / "r1.db", readonly=True) as st:
+        (run,) = st.list_runs()
+        assert run.status == "done" and len(st.samples(run.id)) == 18
+        assert {s.sample.endpoint for s in st.samples(run.id)} == {srv.url.rstrip("/")}
+
+
+def test_sharded_eval_resumes_a_partial_run_without_redoing_problems(cluster, tmp_path):
+    spec = _spec("scripted", backend_options={"handler": HANDLER}, limit=8)
+    _, res0 = _in_process(spec, tmp_path / "local.db")
+    problems = _problems(spec)
+    half = _spec("scripted", backend_options={"handler": HANDLER}, limit=3)
+    rid, _ = _in_process(half, tmp_path / "ray.db")  # a run that stopped after 3 problems
+    with RunStore(tmp_path / "ray.db") as st:
+        st.put_problems(rid, problems)
+        before = {d.problem_id: d for d in st.decisions(rid)}
+        seen = []
+        res = asyncio.run(evaluate_ray(spec, problems, store=st, run_id=rid, ray_config=RayConfig(shards=2),
+                                       on_progress=seen.append))
+        after = {d.problem_id: d for d in st.decisions(rid)}
+    assert [p.done for p in seen] == list(range(4, 9))  # only the 5 missing problems ran
+    assert all(after[k] == v for k, v in before.items())
+    assert [(r.problem_id, r.answer, r.correct, _u(r.usage)) for r in res.rows] == \
+           [(r.problem_id, r.answer, r.correct, _u(r.usage)) for r in res0.rows]
 
 
 def test_worker_that_cannot_build_its_backend_fails_with_one_line(cluster, tmp_path):
@@ -214,3 +237,4 @@ def test_cli_sample_with_ray_matches_plain_sample(cluster, tmp_path, capsys):
             rows.append([(s.problem_id, s.index, s.sample.text, s.answer, s.correct, _u(s.sample.usage),
                           s.sample.endpoint) for s in st.samples(run.id)])
     assert len(rows[1]) == 20 and rows[1] == rows[0]
+    assert {r[-1] for r in rows[1]} == {srv.url.rstrip("/")}  # the endpoint of every sample is recorded
