@@ -10,12 +10,12 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from thinktwice.errors import ConfigError  # noqa: E402
-from thinktwice.lm.hf import HFBackend  # noqa: E402
-from thinktwice.lm.hf_decode import DecodeSpec, decode, prefill, sample_tokens  # noqa: E402
-from thinktwice.lm.hf_tiny import save_tiny  # noqa: E402
-from thinktwice.lm.vocab_stats import SamplerConfig  # noqa: E402
-from thinktwice.types import Prompt, SamplingParams  # noqa: E402
+from thinktwice.errors import ConfigError
+from thinktwice.lm.hf import HFBackend
+from thinktwice.lm.hf_decode import DecodeSpec, decode, prefill, sample_tokens
+from thinktwice.lm.hf_tiny import save_tiny
+from thinktwice.lm.vocab_stats import SamplerConfig
+from thinktwice.types import Prompt, SamplingParams
 
 PROMPT = Prompt.user("What is 7 times 6?")
 

@@ -10,16 +10,16 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from thinktwice.errors import CapabilityError, ConfigError  # noqa: E402
-from thinktwice.eval.probe import fit_probe  # noqa: E402
-from thinktwice.eval.signal_eval import resolve_signals  # noqa: E402
-from thinktwice.lm.hf import HFBackend  # noqa: E402
-from thinktwice.lm.hf_tiny import save_tiny  # noqa: E402
-from thinktwice.lm.meter import Meter  # noqa: E402
-from thinktwice.lm.scripted import ScriptedBackend  # noqa: E402
-from thinktwice.signals.latent import LogitLens, LogitLensStability, ProbeSignal, lens_scores  # noqa: E402
-from thinktwice.tasks.base import Query  # noqa: E402
-from thinktwice.types import Candidate, Problem, Prompt, Sample  # noqa: E402
+from thinktwice.errors import CapabilityError, ConfigError
+from thinktwice.eval.probe import fit_probe
+from thinktwice.eval.signal_eval import resolve_signals
+from thinktwice.lm.hf import HFBackend
+from thinktwice.lm.hf_tiny import save_tiny
+from thinktwice.lm.meter import Meter
+from thinktwice.lm.scripted import ScriptedBackend
+from thinktwice.signals.latent import LogitLens, LogitLensStability, ProbeSignal, lens_scores
+from thinktwice.tasks.base import Query
+from thinktwice.types import Candidate, Problem, Prompt, Sample
 
 PROMPT = Prompt.user("What is 7 times 6?")
 TEXT = "7 times 6: we add 7 six times. The answer is 42."

@@ -15,7 +15,16 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from thinktwice.cli.common import BackendOptionsOpt, SeedOpt, StoreOpt, default_store, err, out, parse_kv, run_async
+from thinktwice.cli.common import (
+    BackendOptionsOpt,
+    SeedOpt,
+    StoreOpt,
+    default_store,
+    err,
+    out,
+    parse_kv,
+    run_async,
+)
 from thinktwice.errors import CapabilityError, ConfigError
 
 __all__ = ["register", "run_probe_fit"]

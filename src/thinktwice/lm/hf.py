@@ -33,7 +33,7 @@ from thinktwice.lm.hf_seq import SeqState, TokenTexts
 from thinktwice.lm.vocab_stats import SamplerConfig
 from thinktwice.types import Capabilities, Prompt, Sample, SamplingParams, Usage
 
-__all__ = ["HFBackend", "LensResult", "HiddenStates"]
+__all__ = ["HFBackend", "HiddenStates", "LensResult"]
 
 log = logging.getLogger(__name__)
 

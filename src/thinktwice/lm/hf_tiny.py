@@ -14,11 +14,11 @@ CHATML = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 
-QWEN25_05B: dict[str, Any] = dict(
-    vocab_size=151936, hidden_size=896, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
-    intermediate_size=4864, max_position_embeddings=32768, tie_word_embeddings=True, rope_theta=1000000.0,
-    rms_norm_eps=1e-6,
-)
+QWEN25_05B: dict[str, Any] = {
+    "vocab_size": 151936, "hidden_size": 896, "num_hidden_layers": 24, "num_attention_heads": 14,
+    "num_key_value_heads": 2, "intermediate_size": 4864, "max_position_embeddings": 32768,
+    "tie_word_embeddings": True, "rope_theta": 1000000.0, "rms_norm_eps": 1e-6,
+}
 """The shape of Qwen2.5-0.5B (494M parameters with tied embeddings)."""
 
 _CORPUS = [
@@ -64,8 +64,9 @@ def qwen2_model(vocab_size: int, *, seed: int = 0, dtype: Any = None, device: An
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    shape: dict[str, Any] = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                 intermediate_size=128, max_position_embeddings=512, tie_word_embeddings=False)
+    shape: dict[str, Any] = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+                             "num_key_value_heads": 2, "intermediate_size": 128, "max_position_embeddings": 512,
+                             "tie_word_embeddings": False}
     shape.update(config)
     cfg = Qwen2Config(vocab_size=vocab_size, eos_token_id=eos, bos_token_id=None, pad_token_id=None, **shape)
     torch.manual_seed(seed)
