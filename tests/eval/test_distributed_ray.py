@@ -238,3 +238,19 @@ def test_cli_sample_with_ray_matches_plain_sample(cluster, tmp_path, capsys):
                           s.sample.endpoint) for s in st.samples(run.id)])
     assert len(rows[1]) == 20 and rows[1] == rows[0]
     assert {r[-1] for r in rows[1]} == {srv.url.rstrip("/")}  # the endpoint of every sample is recorded
+
+
+def test_embedded_backend_runs_one_replica_per_worker(cluster, tmp_path):
+    pytest.importorskip("torch")
+    spec = _spec("organism", task="arith", limit=6, strategy_options={"n": 3}, concurrency=2)
+    _, res0 = _in_process(spec, tmp_path / "local.db")
+    problems = _problems(spec)
+    pids = set()
+    with RunStore(tmp_path / "ray.db") as st:
+        rid = st.create_run(kind="eval", config=spec)
+        st.put_problems(rid, problems)
+        res = asyncio.run(evaluate_ray(spec, problems, store=st, run_id=rid, on_worker_pid=pids.add,
+                                       ray_config=RayConfig(num_cpus=1, shards=4)))
+    assert len(pids) == 2  # one model replica in each worker process (one per CPU of the cluster)
+    assert [(r.problem_id, r.answer, r.correct, _u(r.usage)) for r in res.rows] == \
+           [(r.problem_id, r.answer, r.correct, _u(r.usage)) for r in res0.rows]
