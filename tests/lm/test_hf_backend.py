@@ -153,6 +153,19 @@ async def test_usage_and_prompt_rendering(lm: HFBackend) -> None:
     assert caps.full_vocab and caps.native_n and caps.monitor and caps.hidden_states and caps.continuation
 
 
+async def test_context_length_caps_generation(lm: HFBackend) -> None:
+    from thinktwice.errors import ContextLengthExceeded
+
+    n_prompt = lm.count_tokens(PROMPT)
+    room = lm.context_length - n_prompt
+    assert lm.context_length == 512
+    (s,) = await lm.sample(PROMPT.with_prefix(""), SamplingParams(max_tokens=room + 50, temperature=0,
+                                                                   logprobs=False), n=1)
+    assert s.usage.completion_tokens <= room
+    with pytest.raises(ContextLengthExceeded):
+        await lm.sample(Prompt(raw="7 times 6 " * 400), SamplingParams(max_tokens=4), n=1)
+
+
 def test_filters_reduce_to_greedy_at_their_limits() -> None:
     g = torch.Generator().manual_seed(0)
     lf = torch.randn(6, 50, generator=g)

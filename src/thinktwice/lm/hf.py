@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from thinktwice.errors import ConfigError
+from thinktwice.errors import ConfigError, ContextLengthExceeded
 from thinktwice.lm.base import TokenMonitor
 from thinktwice.lm.hf_latent import HiddenStates, LensResult
 from thinktwice.lm.hf_seq import SeqState, TokenTexts
@@ -252,13 +252,18 @@ class HFBackend:
             t0 = time.perf_counter()
             model = self._load()
             ids = self._ids(prompt)
+            room = self.context_length - len(ids)
+            if room <= 0:
+                raise ContextLengthExceeded(f"the prompt has {len(ids)} tokens; {self.model} takes "
+                                            f"{self.context_length}")
+            max_tokens = min(params.max_tokens, room)  # a full context ends the sequence with "length"
             k = min(params.top_logprobs or self.top_k_stats, MAX_TOP_LOGPROBS)
             want_stats = params.logprobs or monitor is not None
             sampler = SamplerConfig(params.temperature, params.top_k, params.top_p, params.min_p)
             assert self._texts is not None
-            states = [SeqState(i, params.max_tokens, tuple(params.stop), self._eos, self._texts,
+            states = [SeqState(i, max_tokens, tuple(params.stop), self._eos, self._texts,
                                with_stats=params.logprobs, monitor=monitor) for i in range(n)]
-            if params.max_tokens > 0:
+            if max_tokens > 0:
                 cache, last = prefill(model, ids, self.device)
                 for lo in range(0, n, self.max_batch):
                     hi = min(n, lo + self.max_batch)
@@ -271,7 +276,7 @@ class HFBackend:
                                          for j, r in enumerate(rows)], dtype=bool)
 
                     spec = DecodeSpec(seeds=[base + i for i in range(lo, hi)], sampler=sampler,
-                                      max_tokens=params.max_tokens, stats_k=k if want_stats else None,
+                                      max_tokens=max_tokens, stats_k=k if want_stats else None,
                                       sync_every=self.sync_every)
                     decode(model, cache, last, spec, sink, keep_cache=hi < n, cancelled=cancel.is_set,
                            stepper=self._get_stepper())
@@ -339,6 +344,13 @@ class HFBackend:
         with self._lock, torch.inference_mode(), self._attention():
             self._load()
             return fn(self, *args)
+
+    @property
+    def context_length(self) -> int:
+        """Positions the model takes (``max_position_embeddings``; prompt plus generated tokens)."""
+        cfg = self._load().config
+        cfg = getattr(cfg, "get_text_config", lambda: cfg)()
+        return int(getattr(cfg, "max_position_embeddings", None) or 2**31 - 1)
 
     @property
     def n_layers(self) -> int:

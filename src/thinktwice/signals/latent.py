@@ -1,5 +1,5 @@
 """Latent-layer consistency signals: read the model's hidden states, not just its text or token
-probabilities (the third layer of self-feedback in the survey, arXiv 2404.14387).
+probabilities (the third layer of self-feedback in the survey, arXiv 2407.14507).
 
 | name | value | cost |
 |---|---|---|
