@@ -254,3 +254,17 @@ def test_embedded_backend_runs_one_replica_per_worker(cluster, tmp_path):
     assert len(pids) == 2  # one model replica in each worker process (one per CPU of the cluster)
     assert [(r.problem_id, r.answer, r.correct, _u(r.usage)) for r in res.rows] == \
            [(r.problem_id, r.answer, r.correct, _u(r.usage)) for r in res0.rows]
+
+
+def test_a_rejected_api_key_stops_the_sharded_run_with_the_backend_error(cluster, tmp_path):
+    from thinktwice.errors import AuthenticationError
+
+    with FakeOpenAIServer(api_key="right") as srv:
+        spec = _spec("openai", base_url=srv.url, limit=4)
+        problems = _problems(spec)
+        with RunStore(tmp_path / "ray.db") as st:
+            rid = st.create_run(kind="eval", config=spec)
+            with pytest.raises(AuthenticationError, match="API key"):
+                asyncio.run(evaluate_ray(spec, problems, store=st, run_id=rid, api_key="wrong",
+                                         ray_config=RayConfig(shards=2)))
+            assert st.done_problems(rid) == set()
