@@ -57,23 +57,12 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(message)s",
                         handlers=[RichHandler(show_path=False, show_time=False, console=err)])
     try:
-        app(args=argv, standalone_mode=False)
+        # standalone mode: click/typer print usage errors themselves and exit 2; anything else
+        # propagates here
+        app(args=argv, prog_name="thinktwice")
     except ThinktwiceError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
-    except typer.Exit as e:
-        sys.exit(e.exit_code)
-    except SystemExit:
-        raise
-    except Exception as e:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
-            sys.exit(2)
-        if isinstance(e, click.exceptions.Abort):
-            sys.exit(1)
-        raise
