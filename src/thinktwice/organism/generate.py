@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from thinktwice.errors import ConfigError
+from thinktwice.errors import ConfigError, ContextLengthExceeded
 from thinktwice.organism.model import GPT, KVCache
 from thinktwice.organism.tokenizer import Tokenizer
 
@@ -97,7 +97,10 @@ def generate(
     device = next(model.parameters()).device
     room = model.cfg.block_size - len(prompt_ids)
     if room < 1:
-        raise ConfigError(f"prompt of {len(prompt_ids)} tokens leaves no room in {model.cfg.block_size}")
+        raise ContextLengthExceeded(
+            f"prompt of {len(prompt_ids)} tokens leaves no room in the organism's {model.cfg.block_size}-token context",
+            backend="organism",
+        )
     max_tokens = min(max_tokens, room)
     gens = [Generation() for _ in range(n)]
     if max_tokens == 0:
