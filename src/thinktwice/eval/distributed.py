@@ -4,9 +4,8 @@ Problems are cut into shards; a pool of Ray actors, each holding one backend rep
 the run's serialisable spec (never a live client or model), takes shards one at a time. Inside a
 shard the ordinary in-process code runs unchanged (:func:`thinktwice.eval.runner.evaluate`,
 :func:`thinktwice.eval.pool.draw_pool`, in :mod:`thinktwice.eval.shard_worker`) against a store
-stand-in that forwards every write, so
-per-problem seeds, grading and usage are exactly those of a single-process run. Each shard is a
-Ray streaming generator: finished decisions and sample rounds come back as they finish and the
+stand-in that forwards every write, so per-problem seeds, grading and usage are exactly those of
+a single-process run. Each shard is a Ray streaming generator: finished decisions and sample rounds come back as they finish and the
 driver alone writes them to the SQLite run store (idempotent on their keys). When an actor dies
 (worker killed, node lost) the driver starts a new one and resubmits what the store still lacks,
 so nothing is duplicated or lost. ``ray`` is imported inside functions only.
