@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from thinktwice.errors import ConfigError
 from thinktwice.organism import arith
 from thinktwice.organism.checkpoint import Checkpoint, save
 from thinktwice.organism.generate import generate
@@ -26,7 +27,7 @@ from thinktwice.organism.model import GPT
 from thinktwice.organism.presets import TrainConfig
 from thinktwice.organism.tokenizer import Tokenizer
 
-__all__ = ["batches", "greedy_accuracy", "make_tokenizer", "prompt_ids", "train"]
+__all__ = ["batches", "finetune", "greedy_accuracy", "make_tokenizer", "prompt_ids", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -174,3 +175,93 @@ def _train(cfg: TrainConfig, out: str | Path | None, device: str, progress: Prog
         summary["path"] = str(save(ckpt, out))
     log.info("trained organism: %s", summary)
     return ckpt, summary
+
+
+def finetune(ckpt: Checkpoint, pairs: list[tuple[str, str]], *, steps: int, lr: float = 3e-4,
+             min_lr: float | None = None, batch_size: int = 16, warmup: int = 10, weight_decay: float = 0.0,
+             grad_clip: float = 1.0, seed: int = 0, device: str = "cpu",
+             progress: Progress | None = None) -> tuple[Checkpoint, dict[str, Any]]:
+    """Continue training a copy of ``ckpt`` on ``(question, completion)`` pairs for ``steps`` steps.
+
+    Each pair becomes the document ``<eos> question \\n completion <eos>`` (the completion is the
+    worked solution with its ``#### N`` line); documents are shuffled (seeded) and packed whole into
+    rows as in :func:`train`, and the loss covers completion tokens only. The learning rate warms up
+    over ``warmup`` steps and decays by a cosine to ``min_lr`` (default ``lr / 10``). ``ckpt`` is
+    not modified. Returns the new checkpoint (meta records the fine-tune) and a summary.
+    """
+    if steps < 1 or batch_size < 1:
+        raise ConfigError("steps and batch_size must be >= 1")
+    if not pairs:
+        raise ConfigError("finetune needs at least one (question, completion) pair")
+    import copy
+
+    tok = ckpt.tokenizer
+    model = copy.deepcopy(ckpt.model).to(device)
+    T = model.cfg.block_size
+    docs_all = []
+    for q, c in pairs:
+        qi = prompt_ids(tok, q)
+        ci = tok.encode(c.strip()) + [tok.eos_id]
+        docs_all.append((qi + ci, [0] * len(qi) + [1] * len(ci)))
+    rng = random.Random(f"organism-finetune/{seed}")
+
+    def docs() -> Iterator[tuple[list[int], list[int]]]:
+        while True:
+            order = list(range(len(docs_all)))
+            rng.shuffle(order)
+            for i in order:
+                yield docs_all[i]
+
+    stream = docs()
+    pending = next(stream)
+    lo = lr / 10 if min_lr is None else min_lr
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return lr * (step + 1) / warmup
+        frac = (step - warmup) / max(1, steps - warmup)
+        return lo + 0.5 * (lr - lo) * (1 + math.cos(math.pi * min(1.0, frac)))
+
+    torch.manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=weight_decay)
+    model.train()
+    t0 = time.perf_counter()
+    ema = None
+    for step in range(steps):
+        xs, ys = [], []
+        for _ in range(batch_size):
+            ids: list[int] = []
+            mask: list[int] = []
+            while len(ids) + len(pending[0]) <= T + 1:
+                ids += pending[0]
+                mask += pending[1]
+                pending = next(stream)
+            if not ids:
+                ids, mask = pending[0][: T + 1], pending[1][: T + 1]
+                pending = next(stream)
+            pad = T + 1 - len(ids)
+            ids = ids + [tok.eos_id] * pad
+            mask = mask + [0] * pad
+            y = torch.tensor(ids[1:])
+            y[torch.tensor(mask[1:]) == 0] = -1
+            xs.append(torch.tensor(ids[:-1]))
+            ys.append(y)
+        x, y = torch.stack(xs).to(device), torch.stack(ys).to(device)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step)
+        logits = model(x)
+        loss = torch.nn.functional.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1),
+                                                 ignore_index=-1)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        opt.step()
+        lv = float(loss.item())
+        ema = lv if ema is None else 0.9 * ema + 0.1 * lv
+        if progress is not None:
+            progress(step + 1, steps, {"loss": ema, "lr": lr_at(step)})
+    model.eval().to("cpu")
+    summary: dict[str, Any] = {"loss": ema, "steps": steps, "pairs": len(pairs), "lr": lr,
+                               "batch_size": batch_size, "seconds": round(time.perf_counter() - t0, 2)}
+    meta = {**ckpt.meta, "finetunes": [*ckpt.meta.get("finetunes", []), summary]}
+    return Checkpoint(model, tok, meta), summary

@@ -1,0 +1,97 @@
+"""STaR on the organism: three iterations vs the base checkpoint, a gold-data control arm, B-STaR
+monitor and plot, and DPO on harvested correct-vs-incorrect pairs (METHODS.md §10).
+
+    python bench/star.py [--problems 128] [--k 8] [--steps 48] [--eval-problems 200] [--out runs/bench-star]
+
+Everything runs on CPU with one torch thread; the baseline (the starting checkpoint's held-out
+greedy accuracy) is measured in the same run. Ends with ``name: value`` headline lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from thinktwice.train.star import StarConfig, eval_greedy, plot_bstar, run_star
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoint", default=None, help="starting organism checkpoint (default: shipped small)")
+    ap.add_argument("--iterations", type=int, default=3)
+    ap.add_argument("--problems", type=int, default=128)
+    ap.add_argument("--k", type=int, default=8)
+    ap.add_argument("--temperature", type=float, default=0.8)
+    ap.add_argument("--steps", type=int, default=48)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--restart", default="continue", choices=["base", "continue"])
+    ap.add_argument("--eval-problems", type=int, default=200)
+    ap.add_argument("--verify-steps", action="store_true")
+    ap.add_argument("--control-gold", default="random", choices=["random", "story", "all"])
+    ap.add_argument("--dpo-steps", type=int, default=40)
+    ap.add_argument("--out", default="runs/bench-star")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
+    err = Console(stderr=True)
+    cfg = StarConfig(iterations=args.iterations, k=args.k, temperature=args.temperature, restart=args.restart,
+                     problems=args.problems, eval_problems=args.eval_problems, steps=args.steps,
+                     batch_size=args.batch_size, lr=args.lr, verify_steps=args.verify_steps, control=True,
+                     control_gold=args.control_gold)
+    out = Path(args.out)
+    t0 = time.perf_counter()
+    res = run_star(cfg, args.checkpoint, out)
+    star_seconds = time.perf_counter() - t0
+
+    # DPO from the starting checkpoint on pairs harvested from iteration 1's samples (drawn from the base).
+    from thinktwice.organism.checkpoint import load
+    from thinktwice.train.organism_dpo import dpo, preference_pairs
+    from thinktwice.train.star import _problems
+
+    base = load(args.checkpoint)
+    triples = preference_pairs([p.question for p in res.train_problems], res.samples[1], per_problem=2)
+    t0 = time.perf_counter()
+    tuned, dsum = dpo(base, triples, steps=args.dpo_steps, beta=0.1, lr=3e-5, batch_size=8)
+    dpo_acc = eval_greedy(tuned, _problems(cfg, "test", cfg.eval_problems), cfg.max_tokens)
+    dpo_seconds = time.perf_counter() - t0
+
+    plot = plot_bstar(res, out / "bstar.png")
+    t = Table(title=f"STaR on the organism ({cfg.problems} train problems x k={cfg.k}, {cfg.steps} steps/iter, "
+                    f"restart={cfg.restart}, held-out greedy on {cfg.eval_problems} test problems)")
+    for c in ("iter", "T", "pass@k", "sample acc", "distinct paths", "kept", "kept w/ bad steps", "exploitation",
+              "balance", "STaR acc", "control acc", "s (sample/train/eval)"):
+        t.add_column(c)
+    t.add_row("0 (base)", "", "", "", "", "", "", "", "", f"{res.base_accuracy:.3f}", f"{res.base_accuracy:.3f}", "")
+    for r in res.iterations:
+        b = r["bstar"]
+        t.add_row(str(r["iteration"]), f"{r['temperature']:.2f}", f"{b['pass_at_k']:.3f}", f"{b['sample_accuracy']:.3f}",
+                  f"{b['distinct_correct_paths']:.2f}", str(r["kept"]), str(r["kept_with_bad_steps"]),
+                  f"{b['exploitation']:.3f}", f"{b['balance']:.3f}", f"{r['accuracy']:.3f}",
+                  f"{r.get('control_accuracy', float('nan')):.3f}",
+                  f"{r['sample_seconds']}/{r['train_seconds']}/{r['eval_seconds']}")
+    Console().print(t)
+    Console().print(f"DPO (beta 0.1, reference = base) on {dsum['pairs']} pairs, {dsum['steps']} steps: "
+                    f"held-out {res.base_accuracy:.3f} -> {dpo_acc:.3f}; last-batch loss {dsum['loss']:.3f}, "
+                    f"margin {dsum['reward_margin']:.2f}")
+    summary = {"star": res.to_dict(), "dpo": {**dsum, "accuracy": dpo_acc, "seconds": round(dpo_seconds, 1)},
+               "star_seconds": round(star_seconds, 1), "plot": str(plot)}
+    (out / "bench.json").write_text(json.dumps(summary, indent=1))
+    err.print(f"wrote {out / 'bench.json'} and {plot}")
+    ctl = res.control[-1]["accuracy"] if res.control else res.base_accuracy
+    print(f"base_accuracy: {res.base_accuracy:.3f}")
+    print(f"star_final_accuracy: {res.final_accuracy:.3f}")
+    print(f"star_gain_points: {100 * (res.final_accuracy - res.base_accuracy):.1f}")
+    print(f"control_gain_points: {100 * (ctl - res.base_accuracy):.1f}")
+    print(f"dpo_change_points: {100 * (dpo_acc - res.base_accuracy):.1f}")
+    print(f"wall_seconds: {star_seconds + dpo_seconds:.0f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,308 @@
+"""STaR / RFT self-training of the organism, monitored with B-STaR, with a gold-data control arm.
+
+STaR (Zelikman et al., arXiv 2203.14465), RFT (Yuan et al., arXiv 2308.01825), B-STaR (Zeng et
+al., arXiv 2412.17256); METHODS.md §10. Each iteration ``n``:
+
+1. samples ``k`` solutions per TRAIN-split problem from ``M_{n-1}`` at the iteration's temperature;
+2. selects the samples whose reward (:meth:`Scored.score`: right final answer, plus 0.5 for valid
+   equations) reaches the threshold (1.0 = final-answer filter; 1.5 = ``verify_steps``), merges
+   identical reasoning paths (the equation sequence) and keeps at most ``max_per_problem`` per problem;
+3. fine-tunes ``M_n`` from the base (``restart="base"``, STaR) or from ``M_{n-1}`` (``"continue"``);
+4. measures held-out greedy accuracy on TEST-split problems (never sampled for training).
+
+The B-STaR monitor is logged per iteration; with ``adapt`` the (temperature, threshold) pair with the
+best mean balance score on a small train subset is chosen before sampling. ``control``: a twin run
+fine-tunes for the same steps, with the same restart policy, on the gold solutions of the same
+problems (``control_gold``: one random order per problem, as the base was trained; or the story
+order; or every order), so that "more training" is not mistaken for a STaR gain.
+Rationalization (hinting the gold answer) is not done on the organism: it never saw a hint format.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from thinktwice.errors import ConfigError
+from thinktwice.train.bstar import BStarStats, Scored, arith_steps_valid, measure, path_key
+from thinktwice.train.formats import sft_record, write_jsonl
+
+__all__ = ["StarConfig", "StarResult", "eval_greedy", "plot_bstar", "run_star", "sample_scored"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StarConfig:
+    iterations: int = 3
+    k: int = 8
+    temperature: float = 0.8
+    restart: str = "continue"  # "base" (STaR: M_n from M_0) or "continue" (from M_{n-1})
+    problems: int = 128  # train-split problems sampled each iteration
+    eval_problems: int = 300  # held-out test-split problems, greedy
+    steps: int = 48  # fine-tuning steps per iteration
+    step_growth: float = 0.0  # steps grow by this fraction per iteration (STaR: 0.2)
+    lr: float = 3e-4
+    batch_size: int = 8
+    verify_steps: bool = False  # select only samples whose every equation is right
+    max_per_problem: int = 4
+    adapt: bool = False
+    temperatures: tuple[float, ...] = (0.6, 0.8, 1.0, 1.2)
+    thresholds: tuple[float, ...] = (1.0, 1.5)
+    adapt_problems: int = 16
+    control: bool = False
+    control_gold: str = "random"  # gold solutions of the control: one random order, the story order, or all orders
+    task_steps: int = 7  # difficulty of the arithmetic problems
+    distractors: int = 1
+    max_tokens: int = 160
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.iterations < 1 or self.k < 1 or self.problems < 1 or self.eval_problems < 1 or self.steps < 1:
+            raise ConfigError("iterations, k, problems, eval_problems and steps must be >= 1")
+        if self.restart not in ("base", "continue"):
+            raise ConfigError(f"restart must be 'base' or 'continue', got {self.restart!r}")
+        if not self.temperature > 0 or any(t <= 0 for t in self.temperatures):
+            raise ConfigError("sampling temperatures must be > 0")
+        if self.control_gold not in ("random", "story", "all"):
+            raise ConfigError(f"control_gold must be random, story or all, got {self.control_gold!r}")
+        if self.max_per_problem < 1 or self.lr <= 0 or self.step_growth < 0:
+            raise ConfigError("max_per_problem >= 1, lr > 0 and step_growth >= 0 are required")
+
+    @property
+    def threshold(self) -> float:
+        return 1.5 if self.verify_steps else 1.0
+
+    def iteration_steps(self, it: int) -> int:
+        return max(1, round(self.steps * (1 + self.step_growth) ** (it - 1)))
+
+
+@dataclass
+class StarResult:
+    config: StarConfig
+    base_accuracy: float
+    iterations: list[dict[str, Any]] = field(default_factory=list)
+    control: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+    samples: dict[int, list[list[Scored]]] = field(default_factory=dict, repr=False)  # per iteration, not saved
+    train_problems: list[Any] = field(default_factory=list, repr=False)
+
+    @property
+    def final_accuracy(self) -> float:
+        return self.iterations[-1]["accuracy"] if self.iterations else self.base_accuracy
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"config": asdict(self.config), "base_accuracy": self.base_accuracy,
+                "final_accuracy": self.final_accuracy, "iterations": self.iterations, "control": self.control,
+                "seconds": round(self.seconds, 1)}
+
+
+def _problems(cfg: StarConfig, split: str, n: int) -> list[Any]:
+    from itertools import islice
+
+    from thinktwice.organism import arith
+
+    d = arith.Difficulty(steps=cfg.task_steps, distractors=cfg.distractors)
+    return list(islice(arith.generate(cfg.seed, d, split=split), n))
+
+
+def _answer(text: str) -> str | None:
+    from thinktwice.tasks.arith import ArithTask
+
+    return ArithTask().extract(text)
+
+
+def sample_scored(ckpt: Any, problems: list[Any], k: int, temperature: float, *, seed: int = 0,
+                  max_tokens: int = 160) -> list[list[Scored]]:
+    """``k`` samples per problem (one batched call each, seeds ``seed + 1000 * i``), graded and step-checked."""
+    from thinktwice.organism.generate import generate
+    from thinktwice.organism.train import prompt_ids
+
+    tok = ckpt.tokenizer
+    out = []
+    for i, p in enumerate(problems):
+        gens = generate(ckpt.model, tok, prompt_ids(tok, p.question), k, temperature=temperature,
+                        max_tokens=max_tokens, seed=seed + 1000 * i, stats=False)
+        group = []
+        for g in gens:
+            a = _answer(g.text)
+            ok = a is not None and a.strip().lstrip("+") == str(p.answer)
+            group.append(Scored(g.text, a, ok, arith_steps_valid(g.text)))
+        out.append(group)
+    return out
+
+
+def eval_greedy(ckpt: Any, problems: list[Any], max_tokens: int = 160) -> float:
+    """Greedy accuracy on ``problems``."""
+    from thinktwice.organism.generate import generate
+    from thinktwice.organism.train import prompt_ids
+
+    tok = ckpt.tokenizer
+    right = 0
+    for p in problems:
+        g = generate(ckpt.model, tok, prompt_ids(tok, p.question), 1, max_tokens=max_tokens, stats=False)[0]
+        a = _answer(g.text)
+        right += a is not None and a.strip() == str(p.answer)
+    return right / len(problems)
+
+
+def _select(groups: list[list[Scored]], problems: list[Any], threshold: float, cap: int
+            ) -> list[tuple[int, Scored]]:
+    kept = []
+    for i, g in enumerate(groups):
+        seen: set[str] = set()
+        for s in g:
+            key = path_key(s.text)
+            if s.score() >= threshold and key not in seen and len(seen) < cap:
+                seen.add(key)
+                kept.append((i, s))
+    return kept
+
+
+def _adapt(cfg: StarConfig, ckpt: Any, problems: list[Any], it: int) -> tuple[float, float, list[dict[str, Any]]]:
+    sub = problems[: cfg.adapt_problems]
+    grid = []
+    for t in cfg.temperatures:
+        groups = sample_scored(ckpt, sub, cfg.k, t, seed=cfg.seed + 7919 * it, max_tokens=cfg.max_tokens)
+        for th in cfg.thresholds:
+            st = measure(groups, threshold=th, temperature=t)
+            grid.append({"temperature": t, "threshold": th, "balance": st.balance})
+    best = max(grid, key=lambda r: (r["balance"], -abs(r["temperature"] - cfg.temperature)))
+    return best["temperature"], best["threshold"], grid
+
+
+def _gold_pairs(problems: list[Any], how: str = "random", seed: int = 0) -> list[tuple[str, str]]:
+    """Gold (question, solution) pairs: one solution in a seeded random order per problem (as the base
+    was trained), the story order, or every distinct order."""
+    import random
+
+    from thinktwice.organism import arith
+
+    rng = random.Random(f"gold/{seed}")
+    out = []
+    for p in problems:
+        if how == "all":
+            out += [(p.question, sol) for sol in dict.fromkeys(p.solution(o) for o in arith.ORDERS)]
+        else:
+            out.append((p.question, p.solution("story" if how == "story" else rng.choice(arith.ORDERS))))
+    return out
+
+
+def run_star(cfg: StarConfig, checkpoint: str | Path | None = None, out: str | Path | None = None, *,
+             on_iteration: Callable[[dict[str, Any]], None] | None = None) -> StarResult:
+    """Run ``cfg.iterations`` STaR iterations from ``checkpoint`` (None = the shipped ``small``);
+    with ``out``, write each iteration's checkpoint, its SFT data (with provenance) and ``star.json``."""
+    import torch
+
+    from thinktwice.organism.checkpoint import load, save
+    from thinktwice.organism.train import finetune
+
+    torch.set_num_threads(1)
+    t_all = time.perf_counter()
+    base = load(checkpoint)
+    base_name = str(checkpoint) if checkpoint is not None else "organism-small (shipped)"
+    train_ps = _problems(cfg, "train", cfg.problems)
+    test_ps = _problems(cfg, "test", cfg.eval_problems)
+    outdir = Path(out) if out is not None else None
+    if outdir is not None:
+        outdir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    base_acc = eval_greedy(base, test_ps, cfg.max_tokens)
+    log.info("base greedy accuracy %.3f on %d held-out problems (%.0fs)", base_acc, len(test_ps),
+             time.perf_counter() - t0)
+    res = StarResult(cfg, base_acc, train_problems=train_ps)
+    cur, cur_name = base, base_name
+    ctl = base
+    for it in range(1, cfg.iterations + 1):
+        rec: dict[str, Any] = {"iteration": it, "source_model": cur_name, "restart": cfg.restart}
+        temp, thr = cfg.temperature, cfg.threshold
+        t0 = time.perf_counter()
+        if cfg.adapt:
+            temp, thr, grid = _adapt(cfg, cur, train_ps, it)
+            rec["adapt_grid"] = grid
+        groups = sample_scored(cur, train_ps, cfg.k, temp, seed=cfg.seed + 104729 * it, max_tokens=cfg.max_tokens)
+        res.samples[it] = groups
+        stats: BStarStats = measure(groups, threshold=thr, temperature=temp)
+        rec["sample_seconds"] = round(time.perf_counter() - t0, 1)
+        kept = _select(groups, train_ps, thr, cfg.max_per_problem)
+        rec.update(temperature=temp, threshold=thr, filter="answer+steps" if thr > 1.0 else "answer",
+                   kept=len(kept), kept_with_bad_steps=sum(not s.steps_valid for _, s in kept),
+                   bstar=stats.to_dict())
+        if not kept:
+            log.warning("iteration %d kept no sample; stopping", it)
+            res.iterations.append({**rec, "accuracy": res.final_accuracy})
+            break
+        pairs = [(train_ps[i].question, s.text) for i, s in kept]
+        steps = cfg.iteration_steps(it)
+        start = base if cfg.restart == "base" else cur
+        t0 = time.perf_counter()
+        cur, summ = finetune(start, pairs, steps=steps, lr=cfg.lr, batch_size=cfg.batch_size, seed=cfg.seed + it)
+        rec.update(steps=steps, train_loss=summ["loss"], train_seconds=round(time.perf_counter() - t0, 1))
+        t0 = time.perf_counter()
+        rec["accuracy"] = eval_greedy(cur, test_ps, cfg.max_tokens)
+        rec["eval_seconds"] = round(time.perf_counter() - t0, 1)
+        cur_name = f"star-iter{it}"
+        if outdir is not None:
+            cur.meta["star"] = {k: v for k, v in rec.items() if k != "adapt_grid"}
+            rec["checkpoint"] = str(save(cur, outdir / f"iter{it}.pt"))
+            meta0 = {"source": "star", "iteration": it, "source_model": rec["source_model"], "temperature": temp,
+                     "filter": rec["filter"], "restart": cfg.restart, "split": "train"}
+            write_jsonl((sft_record(train_ps[i].question, s.text,
+                                    {**meta0, "problem_index": i, "steps_valid": s.steps_valid})
+                         for i, s in kept), outdir / f"iter{it}.jsonl")
+        if cfg.control:
+            cstart = base if cfg.restart == "base" else ctl
+            t0 = time.perf_counter()
+            ctl, csum = finetune(cstart, _gold_pairs(train_ps, cfg.control_gold, cfg.seed + it), steps=steps, lr=cfg.lr, batch_size=cfg.batch_size,
+                                 seed=cfg.seed + it)
+            cacc = eval_greedy(ctl, test_ps, cfg.max_tokens)
+            res.control.append({"iteration": it, "steps": steps, "accuracy": cacc, "train_loss": csum["loss"],
+                                "seconds": round(time.perf_counter() - t0, 1)})
+            rec["control_accuracy"] = cacc
+        log.info("iteration %d: accuracy %.3f (base %.3f)%s; pass@%d %.3f exploitation %.3f balance %.3f, kept %d",
+                 it, rec["accuracy"], base_acc,
+                 f", control {rec['control_accuracy']:.3f}" if cfg.control else "", cfg.k, stats.pass_at_k,
+                 stats.exploitation, stats.balance, len(kept))
+        res.iterations.append(rec)
+        if on_iteration is not None:
+            on_iteration(rec)
+    res.seconds = time.perf_counter() - t_all
+    if outdir is not None:
+        import json
+
+        (outdir / "star.json").write_text(json.dumps(res.to_dict(), indent=1))
+    return res
+
+
+def plot_bstar(res: StarResult, path: str | Path) -> Path:
+    """The B-STaR curve: held-out accuracy (and the control's), pass@k, exploitation and balance per iteration."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    its = [r["iteration"] for r in res.iterations]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    ax.plot([0, *its], [res.base_accuracy, *[r["accuracy"] for r in res.iterations]], "o-",
+            label="held-out greedy accuracy (STaR)")
+    if res.control:
+        ax.plot([0, *[c["iteration"] for c in res.control]], [res.base_accuracy, *[c["accuracy"] for c in res.control]],
+                "s--", label="held-out greedy accuracy (gold control)")
+    for key, lab in (("pass_at_k", f"pass@{res.config.k} (train samples)"), ("exploitation", "exploitation"),
+                     ("balance", "balance score (n*=8)"), ("sample_accuracy", "per-sample accuracy")):
+        ax.plot(its, [r["bstar"][key] for r in res.iterations], ".:", label=lab)
+    ax.set_xlabel("iteration (measures of the samples drawn from the previous model)")
+    ax.set_ylim(0, 1.02)
+    ax.set_xticks([0, *its])
+    ax.set_title("STaR on the organism: B-STaR monitor")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(p, dpi=120)
+    plt.close(fig)
+    return p

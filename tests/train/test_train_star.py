@@ -1,0 +1,83 @@
+"""STaR on the organism (shipped checkpoint, a few problems), organism fine-tuning and DPO."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+
+from thinktwice.errors import ConfigError
+from thinktwice.organism.checkpoint import load
+from thinktwice.organism.generate import generate
+from thinktwice.organism.train import finetune, prompt_ids
+from thinktwice.train.organism_dpo import _batch_logps, dpo
+from thinktwice.train.star import StarConfig, _problems, plot_bstar, run_star
+
+
+@pytest.fixture(scope="module")
+def base():  # type: ignore[no-untyped-def]
+    import torch
+
+    torch.set_num_threads(1)
+    return load()
+
+
+def test_finetune_learns_the_given_completion_and_leaves_the_original(base) -> None:  # type: ignore[no-untyped-def]
+    q = _problems(StarConfig(), "train", 1)[0].question
+    target = "1+1=2.\n#### 2"  # a fixed (wrong-for-this-question) completion the model would not write
+    before = [p.detach().clone() for p in base.model.parameters()]
+    tuned, summ = finetune(base, [(q, target)], steps=25, lr=2e-3, batch_size=1, warmup=2)
+    got = generate(tuned.model, tuned.tokenizer, prompt_ids(tuned.tokenizer, q), 1, max_tokens=40, stats=False)[0]
+    assert got.text == target
+    assert all((a == b.detach()).all() for a, b in zip(before, base.model.parameters(), strict=True))
+    assert summ["steps"] == 25 and tuned.meta["finetunes"][-1]["pairs"] == 1
+    with pytest.raises(ConfigError):
+        finetune(base, [], steps=1)
+
+
+def test_dpo_raises_the_chosen_over_the_rejected(base) -> None:  # type: ignore[no-untyped-def]
+    ps = _problems(StarConfig(), "train", 3)
+    triples = [(p.question, p.solution(), p.solution().rsplit("#### ", 1)[0] + f"#### {p.answer + 1}") for p in ps]
+
+    def margin(ck) -> float:  # type: ignore[no-untyped-def]
+        items = [(q, c) for q, c, _ in triples] + [(q, r) for q, _, r in triples]
+        lp = _batch_logps(ck.model, ck.tokenizer, items, "cpu").detach()
+        return float((lp[:3] - lp[3:]).mean())
+
+    tuned, summ = dpo(base, triples, steps=6, lr=1e-4, batch_size=3)
+    assert margin(tuned) > margin(base)
+    assert summ["pairs"] == 3 and summ["loss"] == summ["loss"]  # finite
+
+
+def test_star_iterations_log_bstar_and_write_provenance(tmp_path: Path) -> None:
+    cfg = StarConfig(iterations=2, k=3, problems=3, eval_problems=3, steps=2, batch_size=2, control=True,
+                     restart="base")
+    res = run_star(cfg, None, tmp_path)
+    assert [r["iteration"] for r in res.iterations] == [1, 2] and len(res.control) == 2
+    r1 = res.iterations[0]
+    assert r1["source_model"].startswith("organism-small") and res.iterations[1]["source_model"] == "star-iter1"
+    b = r1["bstar"]
+    assert 0 <= b["exploitation"] <= 1 and 0 <= b["balance"] <= 1 and b["samples"] == 9
+    saved = json.loads((tmp_path / "star.json").read_text())
+    assert saved["base_accuracy"] == res.base_accuracy and saved["config"]["restart"] == "base"
+    assert (tmp_path / "iter1.pt").is_file() and load(tmp_path / "iter1.pt").meta["star"]["iteration"] == 1
+    lines = [json.loads(x) for x in (tmp_path / "iter1.jsonl").read_text().splitlines()]
+    assert len(lines) == r1["kept"]
+    for rec in lines:
+        assert rec["meta"]["split"] == "train" and rec["meta"]["iteration"] == 1
+        assert rec["prompt"] in {p.question for p in res.train_problems}
+    test_qs = {p.question for p in _problems(cfg, "test", 3)}
+    assert not test_qs & {p.question for p in res.train_problems}
+    png = plot_bstar(res, tmp_path / "b.png")
+    assert png.stat().st_size > 1000
+
+
+def test_star_config_is_validated() -> None:
+    with pytest.raises(ConfigError):
+        StarConfig(restart="sometimes")
+    with pytest.raises(ConfigError):
+        StarConfig(k=0)
+    assert StarConfig(verify_steps=True).threshold == 1.5
