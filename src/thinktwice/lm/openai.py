@@ -8,7 +8,6 @@ self-certainty are left empty unless ``approx_stats=True`` (then flagged ``appro
 
 >>> from thinktwice.testing import FakeOpenAIServer
 >>> import asyncio
-import ssl
 >>> from thinktwice.types import Prompt, SamplingParams
 >>> async def main(url):
 ...     async with OpenAIBackend(url) as lm:
@@ -26,6 +25,7 @@ import logging
 import math
 import random
 import re
+import ssl
 import time
 from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any
