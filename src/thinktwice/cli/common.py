@@ -14,7 +14,7 @@ from rich.console import Console
 from thinktwice.errors import ConfigError
 
 __all__ = [
-    "BackendOpt", "BackendOptionsOpt", "StrategyOptionsOpt", "BaseUrlOpt", "ApiKeyOpt", "ModelOpt", "ConcurrencyOpt", "StoreOpt", "SeedOpt",
+    "BackendOpt", "BackendOptionsOpt", "StrategyOptionsOpt", "SplitOpt", "TaskOptionsOpt", "stored_config", "BaseUrlOpt", "ApiKeyOpt", "ModelOpt", "ConcurrencyOpt", "StoreOpt", "SeedOpt",
     "backend_from_options", "run_async", "out", "err", "default_store", "parse_kv",
 ]
 
@@ -38,6 +38,8 @@ SeedOpt = typer.Option(0, "--seed", help="Seed for every random choice.")
 BackendOptionsOpt = typer.Option(
     None, "--backend-option", "-B", help="Backend constructor option key=value (JSON values), repeatable."
 )
+SplitOpt = typer.Option("test", "--split", help="Data split.")
+TaskOptionsOpt = typer.Option(None, "--task-option", "-T", help="Task option key=value (JSON values), repeatable.")
 StrategyOptionsOpt = typer.Option(
     None, "--option", "-o", help="Strategy option key=value (JSON values), repeatable."
 )
@@ -49,6 +51,17 @@ def default_store(store: Path | None) -> Path:
         return store
     home = os.environ.get("THINKTWICE_HOME")
     return Path(home) / "runs.db" if home else Path("runs.db")
+
+
+def stored_config(store: Path, run_id: int, kind: str) -> dict[str, Any]:
+    """The config stored with run ``run_id`` (for --resume); refuses a run of another kind."""
+    from thinktwice.eval.store import RunStore
+
+    with RunStore(store) as st:
+        info = st.get_run(run_id)
+    if info.kind != kind:
+        raise ConfigError(f"run {run_id} is a {info.kind!r} run, not a {kind} run")
+    return dict(info.config)
 
 
 def parse_kv(pairs: list[str] | None) -> dict[str, Any]:

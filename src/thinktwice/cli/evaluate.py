@@ -17,14 +17,17 @@ from thinktwice.cli.common import (
     ConcurrencyOpt,
     ModelOpt,
     SeedOpt,
+    SplitOpt,
     StoreOpt,
     StrategyOptionsOpt,
+    TaskOptionsOpt,
     backend_from_options,
     default_store,
     err,
     out,
     parse_kv,
     run_async,
+    stored_config,
 )
 from thinktwice.cli.scale import (
     RayCpusOpt,
@@ -191,13 +194,13 @@ def register(app: typer.Typer) -> None:
     def eval_cmd(
         task: str = typer.Option("gsm8k", "--task", "-t", help="Task name (gsm8k, math, jsonl, arith, ...)."),
         limit: int | None = typer.Option(None, "--limit", "-l", help="Evaluate the first N problems."),
-        split: str = typer.Option("test", "--split", help="Data split."),
+        split: str = SplitOpt,
         strategy: str | None = typer.Option(
             None, "--strategy", help="Strategy spec, e.g. self-consistency (default: greedy, or self-consistency with -n)."
         ),
         n: int | None = typer.Option(None, "-n", help="Samples per problem (strategies that sample)."),
         options: list[str] | None = StrategyOptionsOpt,
-        task_options: list[str] | None = typer.Option(None, "--task-option", "-T", help="Task option key=value."),
+        task_options: list[str] | None = TaskOptionsOpt,
         backend: str = BackendOpt,
         backend_options: list[str] | None = BackendOptionsOpt,
         base_url: str | None = BaseUrlOpt,
@@ -222,13 +225,7 @@ def register(app: typer.Typer) -> None:
 
         store_path = default_store(store)
         if resume is not None:
-            from thinktwice.eval.store import RunStore
-
-            with RunStore(store_path) as st:
-                info = st.get_run(resume)
-            if info.kind != "eval":
-                raise ConfigError(f"run {resume} is a {info.kind!r} run, not an eval run")
-            spec = dict(info.config)
+            spec = stored_config(store_path, resume, "eval")
         else:
             strategy_options = parse_kv(options)
             if n is not None:

@@ -21,13 +21,16 @@ from thinktwice.cli.common import (
     ConcurrencyOpt,
     ModelOpt,
     SeedOpt,
+    SplitOpt,
     StoreOpt,
+    TaskOptionsOpt,
     backend_from_options,
     default_store,
     err,
     out,
     parse_kv,
     run_async,
+    stored_config,
 )
 from thinktwice.errors import ConfigError
 
@@ -111,8 +114,8 @@ def register(app: typer.Typer) -> None:
         task: str = typer.Option("gsm8k", "--task", "-t", help="Task name."),
         n: int = typer.Option(64, "-n", help="Samples per problem."),
         limit: int | None = typer.Option(None, "--limit", "-l", help="The first L problems."),
-        split: str = typer.Option("test", "--split", help="Data split."),
-        task_options: list[str] | None = typer.Option(None, "--task-option", "-T", help="Task option key=value."),
+        split: str = SplitOpt,
+        task_options: list[str] | None = TaskOptionsOpt,
         temperature: float = typer.Option(0.7, "--temperature", help="Sampling temperature (> 0)."),
         top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling mass."),
         max_tokens: int | None = typer.Option(None, "--max-tokens", help="Generated-token cap (default: the task's)."),
@@ -135,13 +138,8 @@ def register(app: typer.Typer) -> None:
 
         store_path = default_store(store)
         if resume is not None:
-            from thinktwice.eval.store import RunStore
-
-            with RunStore(store_path) as st:
-                info = st.get_run(resume)
-            if info.kind != "pool":
-                raise ConfigError(f"run {resume} is a {info.kind!r} run, not a pool run")
-            spec = {k: v for k, v in info.config.items() if k not in ("prompt_version", "grader_version")}
+            spec = {k: v for k, v in stored_config(store_path, resume, "pool").items()
+                    if k not in ("prompt_version", "grader_version")}
         else:
             spec = {
                 "task": task, "task_options": parse_kv(task_options), "split": split, "limit": limit,
