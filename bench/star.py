@@ -35,8 +35,9 @@ def main() -> None:
     ap.add_argument("--restart", default="continue", choices=["base", "continue"])
     ap.add_argument("--eval-problems", type=int, default=200)
     ap.add_argument("--verify-steps", action="store_true")
-    ap.add_argument("--control-gold", default="random", choices=["random", "story", "all"])
+    ap.add_argument("--control-gold", default="random", choices=["random", "story", "all", "stream"])
     ap.add_argument("--dpo-steps", type=int, default=40)
+    ap.add_argument("--dpo-lr", type=float, default=3e-5)
     ap.add_argument("--out", default="runs/bench-star")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
@@ -58,7 +59,7 @@ def main() -> None:
     base = load(args.checkpoint)
     triples = preference_pairs([p.question for p in res.train_problems], res.samples[1], per_problem=2)
     t0 = time.perf_counter()
-    tuned, dsum = dpo(base, triples, steps=args.dpo_steps, beta=0.1, lr=3e-5, batch_size=8)
+    tuned, dsum = dpo(base, triples, steps=args.dpo_steps, beta=0.1, lr=args.dpo_lr, batch_size=8)
     dpo_acc = eval_greedy(tuned, _problems(cfg, "test", cfg.eval_problems), cfg.max_tokens)
     dpo_seconds = time.perf_counter() - t0
 
@@ -76,8 +77,9 @@ def main() -> None:
                   f"{b['exploitation']:.3f}", f"{b['balance']:.3f}", f"{r['accuracy']:.3f}",
                   f"{r.get('control_accuracy', float('nan')):.3f}",
                   f"{r['sample_seconds']}/{r['train_seconds']}/{r['eval_seconds']}")
-    Console().print(t)
-    Console().print(f"DPO (beta 0.1, reference = base) on {dsum['pairs']} pairs, {dsum['steps']} steps: "
+    wide = Console(width=200)
+    wide.print(t)
+    wide.print(f"DPO (beta 0.1, reference = base) on {dsum['pairs']} pairs, {dsum['steps']} steps: "
                     f"held-out {res.base_accuracy:.3f} -> {dpo_acc:.3f}; last-batch loss {dsum['loss']:.3f}, "
                     f"margin {dsum['reward_margin']:.2f}")
     summary = {"star": res.to_dict(), "dpo": {**dsum, "accuracy": dpo_acc, "seconds": round(dpo_seconds, 1)},

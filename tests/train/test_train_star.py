@@ -81,3 +81,16 @@ def test_star_config_is_validated() -> None:
     with pytest.raises(ConfigError):
         StarConfig(k=0)
     assert StarConfig(verify_steps=True).threshold == 1.5
+    with pytest.raises(ConfigError):
+        StarConfig(control_gold="more")
+
+
+def test_stream_control_uses_fresh_gold_problems() -> None:
+    from thinktwice.train.star import _gold_pairs, _stream_pairs
+
+    cfg = StarConfig()
+    d = _problems(cfg, "train", 20)
+    fresh = _stream_pairs(cfg, 30, 1, {p.question for p in d})
+    assert len(fresh) == 30 and not {q for q, _ in fresh} & {p.question for p in d}
+    assert all("\n#### " in c for _, c in fresh)
+    assert len(_gold_pairs(d, "story")) == 20 and len(_gold_pairs(d, "all")) >= 20

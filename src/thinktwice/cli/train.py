@@ -100,7 +100,7 @@ def star_cmd(
     verify_steps: bool = typer.Option(False, "--verify-steps", help="Select only samples whose equations are all right."),
     adapt: bool = typer.Option(False, "--adapt", help="Pick temperature and threshold by the B-STaR balance score."),
     control: bool = typer.Option(False, "--control", help="Also fine-tune the same steps on gold solutions."),
-    control_gold: str = typer.Option("random", "--control-gold", help="Control data: random, story or all orders."),
+    control_gold: str = typer.Option("random", "--control-gold", help="Control gold data: the same problems in random, story or all orders, or a fresh stream."),
     checkpoint: Path | None = typer.Option(None, "--checkpoint", help="Starting organism (default: shipped small)."),
     out_dir: Path = typer.Option(Path("runs/star"), "--out", "-o", help="Checkpoints, data, star.json, bstar.png."),
     seed: int = SeedOpt,

@@ -13,8 +13,9 @@ al., arXiv 2412.17256); METHODS.md §10. Each iteration ``n``:
 The B-STaR monitor is logged per iteration; with ``adapt`` the (temperature, threshold) pair with the
 best mean balance score on a small train subset is chosen before sampling. ``control``: a twin run
 fine-tunes for the same steps, with the same restart policy, on the gold solutions of the same
-problems (``control_gold``: one random order per problem, as the base was trained; or the story
-order; or every order), so that "more training" is not mistaken for a STaR gain.
+problems (``control_gold``: one random order per problem, as the base was trained; the story
+order; every order) or on ``"stream"``: fresh gold train problems, never repeated (continued
+pre-training, the strongest "more training" baseline), so that "more training" is not mistaken for a STaR gain.
 Rationalization (hinting the gold answer) is not done on the organism: it never saw a hint format.
 """
 
@@ -55,7 +56,7 @@ class StarConfig:
     thresholds: tuple[float, ...] = (1.0, 1.5)
     adapt_problems: int = 16
     control: bool = False
-    control_gold: str = "random"  # gold solutions of the control: one random order, the story order, or all orders
+    control_gold: str = "random"  # control data: gold of the same problems (random/story/all orders) or "stream"
     task_steps: int = 7  # difficulty of the arithmetic problems
     distractors: int = 1
     max_tokens: int = 160
@@ -68,8 +69,8 @@ class StarConfig:
             raise ConfigError(f"restart must be 'base' or 'continue', got {self.restart!r}")
         if not self.temperature > 0 or any(t <= 0 for t in self.temperatures):
             raise ConfigError("sampling temperatures must be > 0")
-        if self.control_gold not in ("random", "story", "all"):
-            raise ConfigError(f"control_gold must be random, story or all, got {self.control_gold!r}")
+        if self.control_gold not in ("random", "story", "all", "stream"):
+            raise ConfigError(f"control_gold must be random, story, all or stream, got {self.control_gold!r}")
         if self.max_per_problem < 1 or self.lr <= 0 or self.step_growth < 0:
             raise ConfigError("max_per_problem >= 1, lr > 0 and step_growth >= 0 are required")
 
@@ -175,6 +176,19 @@ def _adapt(cfg: StarConfig, ckpt: Any, problems: list[Any], it: int) -> tuple[fl
     return best["temperature"], best["threshold"], grid
 
 
+def _stream_pairs(cfg: StarConfig, n: int, it: int, avoid: set[str]) -> list[tuple[str, str]]:
+    """``n`` fresh gold train problems (seeded per iteration, none of ``avoid``), one random order each."""
+    import random
+    from itertools import islice
+
+    from thinktwice.organism import arith
+
+    rng = random.Random(f"stream/{cfg.seed}/{it}")
+    d = arith.Difficulty(steps=cfg.task_steps, distractors=cfg.distractors)
+    fresh = (p for p in arith.generate(cfg.seed + 1000 + it, d, split="train") if p.question not in avoid)
+    return [(p.question, p.solution(rng.choice(arith.ORDERS))) for p in islice(fresh, n)]
+
+
 def _gold_pairs(problems: list[Any], how: str = "random", seed: int = 0) -> list[tuple[str, str]]:
     """Gold (question, solution) pairs: one solution in a seeded random order per problem (as the base
     was trained), the story order, or every distinct order."""
@@ -257,10 +271,13 @@ def run_star(cfg: StarConfig, checkpoint: str | Path | None = None, out: str | P
         if cfg.control:
             cstart = base if cfg.restart == "base" else ctl
             t0 = time.perf_counter()
-            ctl, csum = finetune(cstart, _gold_pairs(train_ps, cfg.control_gold, cfg.seed + it), steps=steps, lr=cfg.lr, batch_size=cfg.batch_size,
+            gold = (_stream_pairs(cfg, 3 * steps * cfg.batch_size, it, {p.question for p in train_ps})
+                    if cfg.control_gold == "stream" else _gold_pairs(train_ps, cfg.control_gold, cfg.seed + it))
+            ctl, csum = finetune(cstart, gold, steps=steps, lr=cfg.lr, batch_size=cfg.batch_size,
                                  seed=cfg.seed + it)
             cacc = eval_greedy(ctl, test_ps, cfg.max_tokens)
             res.control.append({"iteration": it, "steps": steps, "accuracy": cacc, "train_loss": csum["loss"],
+                                "gold": cfg.control_gold, "pairs": len(gold),
                                 "seconds": round(time.perf_counter() - t0, 1)})
             rec["control_accuracy"] = cacc
         log.info("iteration %d: accuracy %.3f (base %.3f)%s; pass@%d %.3f exploitation %.3f balance %.3f, kept %d",
@@ -286,7 +303,7 @@ def plot_bstar(res: StarResult, path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     its = [r["iteration"] for r in res.iterations]
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = plt.subplots(figsize=(8.6, 4.2))
     ax.plot([0, *its], [res.base_accuracy, *[r["accuracy"] for r in res.iterations]], "o-",
             label="held-out greedy accuracy (STaR)")
     if res.control:
@@ -299,7 +316,7 @@ def plot_bstar(res: StarResult, path: str | Path) -> Path:
     ax.set_ylim(0, 1.02)
     ax.set_xticks([0, *its])
     ax.set_title("STaR on the organism: B-STaR monitor")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
