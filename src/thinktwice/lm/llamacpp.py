@@ -108,7 +108,8 @@ class LlamaCppBackend:
             prefix_sharing=True, continuation=True, monitor=True,
         )
         self._seeds = np.random.Generator(np.random.PCG64(seed))
-        self._lock = threading.Lock()  # one llama context: callers take turns
+        self._lock = threading.Lock()  # one llama context: callers take turns decoding
+        self._load_lock = threading.Lock()  # loading; tokenizing needs only a loaded (read-only) vocab
         # All decoding runs on one dedicated worker thread. Measured: with 2 llama.cpp threads, decoding
         # called from Python's main thread ran 10-40x slower on a busy 2-core machine than the same
         # calls from another thread (1 thread: no difference).
@@ -118,6 +119,10 @@ class LlamaCppBackend:
 
     # -- loading ------------------------------------------------------------------------------------
     def _load(self) -> LlamaEngine:
+        with self._load_lock:
+            return self._engine or self._load_locked()
+
+    def _load_locked(self) -> LlamaEngine:
         if self._engine is None:
             from thinktwice.lm.llama_batch import LlamaEngine
 
@@ -131,19 +136,17 @@ class LlamaCppBackend:
 
     @property
     def engine(self) -> LlamaEngine:
-        """The loaded engine (loads on first access; blocking). Not safe while a call is running."""
-        with self._lock:
-            return self._load()
+        """The loaded engine (loads on first access; blocking). Decode with it only through ``call``."""
+        return self._load()
 
     def prompt_tokens(self, prompt: Prompt) -> list[int]:
-        """The token ids the model sees for ``prompt`` (chat template applied)."""
-        with self._lock:
-            return self._tokens(prompt)
+        """The token ids the model sees for ``prompt`` (chat template applied). Does not wait for a
+        running generation (the vocabulary is read-only)."""
+        return self._tokens(prompt)
 
     def render_prompt(self, prompt: Prompt) -> str:
         """The exact text the model is given for ``prompt`` (chat template applied, prefix appended)."""
-        with self._lock:
-            return self._render(prompt)[0]
+        return self._render(prompt)[0]
 
     def _render(self, prompt: Prompt) -> tuple[str, bool]:
         """The text to tokenize and whether it may contain special tokens."""
