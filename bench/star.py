@@ -1,7 +1,8 @@
 """STaR on the organism: three iterations vs the base checkpoint, a gold-data control arm, B-STaR
 monitor and plot, and DPO on harvested correct-vs-incorrect pairs (METHODS.md §10).
 
-    python bench/star.py [--problems 128] [--k 8] [--steps 48] [--eval-problems 200] [--out runs/bench-star]
+    python bench/star.py [--problems 128] [--k 8] [--steps 64] [--restart base] [--filter steps]
+                         [--control-gold stream] [--eval-problems 200] [--out runs/bench-star]
 
 Everything runs on CPU with one torch thread; the baseline (the starting checkpoint's held-out
 greedy accuracy) is measured in the same run. Ends with ``name: value`` headline lines.
@@ -29,13 +30,14 @@ def main() -> None:
     ap.add_argument("--problems", type=int, default=128)
     ap.add_argument("--k", type=int, default=8)
     ap.add_argument("--temperature", type=float, default=0.8)
-    ap.add_argument("--steps", type=int, default=48)
+    ap.add_argument("--steps", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--lr", type=float, default=3e-4)
-    ap.add_argument("--restart", default="continue", choices=["base", "continue"])
+    ap.add_argument("--restart", default="base", choices=["base", "continue"])
     ap.add_argument("--eval-problems", type=int, default=200)
-    ap.add_argument("--verify-steps", action="store_true")
-    ap.add_argument("--control-gold", default="random", choices=["random", "story", "all", "stream"])
+    ap.add_argument("--filter", default="steps", choices=["answer", "steps"],
+                    help="select by the final answer only, or also require every equation to be right")
+    ap.add_argument("--control-gold", default="stream", choices=["random", "story", "all", "stream"])
     ap.add_argument("--dpo-steps", type=int, default=40)
     ap.add_argument("--dpo-lr", type=float, default=3e-5)
     ap.add_argument("--out", default="runs/bench-star")
@@ -44,7 +46,7 @@ def main() -> None:
     err = Console(stderr=True)
     cfg = StarConfig(iterations=args.iterations, k=args.k, temperature=args.temperature, restart=args.restart,
                      problems=args.problems, eval_problems=args.eval_problems, steps=args.steps,
-                     batch_size=args.batch_size, lr=args.lr, verify_steps=args.verify_steps, control=True,
+                     batch_size=args.batch_size, lr=args.lr, verify_steps=args.filter == "steps", control=True,
                      control_gold=args.control_gold)
     out = Path(args.out)
     t0 = time.perf_counter()

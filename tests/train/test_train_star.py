@@ -94,3 +94,25 @@ def test_stream_control_uses_fresh_gold_problems() -> None:
     assert len(fresh) == 30 and not {q for q, _ in fresh} & {p.question for p in d}
     assert all("\n#### " in c for _, c in fresh)
     assert len(_gold_pairs(d, "story")) == 20 and len(_gold_pairs(d, "all")) >= 20
+
+
+def test_train_star_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from thinktwice.cli import main
+
+    def run(args: list[str]) -> tuple[int, str, str]:
+        code = 0
+        try:
+            main(args)
+        except SystemExit as e:
+            code = int(e.code or 0)
+        cap = capsys.readouterr()
+        return code, cap.out, cap.err
+
+    code, out, err = run(["train", "star", "--iterations", "1", "--k", "2", "--problems", "2", "--eval-problems", "2",
+                          "--steps", "1", "--batch-size", "1", "--out", str(tmp_path)])
+    assert code == 0, err
+    res = json.loads(out)
+    assert res["config"]["restart"] == "base" and len(res["iterations"]) == 1
+    assert (tmp_path / "bstar.png").is_file() and (tmp_path / "star.json").is_file()
+    code, _, err = run(["train", "star", "--task", "gsm8k", "--out", str(tmp_path)])
+    assert code == 2 and "arith" in err

@@ -42,10 +42,10 @@ class StarConfig:
     iterations: int = 3
     k: int = 8
     temperature: float = 0.8
-    restart: str = "continue"  # "base" (STaR: M_n from M_0) or "continue" (from M_{n-1})
+    restart: str = "base"  # "base" (STaR: M_n from M_0) or "continue" (from M_{n-1})
     problems: int = 128  # train-split problems sampled each iteration
     eval_problems: int = 300  # held-out test-split problems, greedy
-    steps: int = 48  # fine-tuning steps per iteration
+    steps: int = 64  # fine-tuning steps per iteration
     step_growth: float = 0.0  # steps grow by this fraction per iteration (STaR: 0.2)
     lr: float = 3e-4
     batch_size: int = 8
