@@ -38,6 +38,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--weights", default="bf16,q8_0", help="converted copies to try on the batched side")
     ap.add_argument("--no-own-sequential", action="store_true", help="skip thinktwice's own n=1 x N baseline")
+    ap.add_argument("--seq-copies", action="store_true",
+                    help="also time thinktwice's own sequential baseline on each converted copy (same weights)")
     args = ap.parse_args()
     in_thread(lambda: run(args))
 
@@ -83,6 +85,10 @@ def run(args: argparse.Namespace) -> None:
     contenders = {seq_hl: hl_sequential}
     if not args.no_own_sequential:
         contenders[seq_own] = lambda: own_sequential(shipped)
+    if args.seq_copies:
+        for w in extra:
+            contenders[f"sequential: thinktwice n=1 x{n}, no stats ({w} copy)"] = (
+                lambda b=backends[w]: own_sequential(b))  # type: ignore[misc]
     for w, b in backends.items():
         label = "shipped Q4_1" if w == "shipped" else f"{w} copy"
         contenders[f"batched: thinktwice n={n}, full stats ({label})"] = lambda b=b: batched(b)  # type: ignore[misc]
@@ -104,7 +110,11 @@ def run(args: argparse.Namespace) -> None:
         print(f"batched_speedup_vs_own_sequential: {speedup(seq_own, same):.2f}")
     best_seq = min((k for k in rows if k.startswith("sequential")), key=lambda k: rows[k].median_ms_per_token)
     for w in extra:
-        print(f"batched_speedup_{w}_copy: {speedup(best_seq, f'batched: thinktwice n={n}, full stats ({w} copy)'):.2f}")
+        bat = f"batched: thinktwice n={n}, full stats ({w} copy)"
+        print(f"batched_speedup_{w}_copy: {speedup(best_seq, bat):.2f}")
+        same_copy = f"sequential: thinktwice n=1 x{n}, no stats ({w} copy)"
+        if same_copy in rows:
+            print(f"batched_speedup_{w}_both_sides: {speedup(same_copy, bat):.2f}")
     best_bat = min((k for k in rows if k.startswith("batched")), key=lambda k: rows[k].median_ms_per_token)
     console.print(f"best configuration: {best_bat!r} against {best_seq!r}")
     print(f"batched_speedup_best: {speedup(best_seq, best_bat):.2f}")
