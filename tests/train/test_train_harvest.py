@@ -134,3 +134,17 @@ async def test_rationalization_hints_gold_but_stores_the_plain_prompt(tmp_path: 
     assert "Hint" not in recs[0]["prompt"] and recs[0]["meta"]["source"] == "rationalization"
     assert len(be.calls) == 1 and "Hint" in be.calls[0][0].text()  # only the unsolved problem was sampled
     assert json.dumps(recs)  # serialisable
+
+
+def test_temperature_falls_back_to_the_strategy_default(tmp_path: Path) -> None:
+    from thinktwice.train.harvest import run_temperature
+
+    st = RunStore(tmp_path / "t.db")
+    a = st.create_run(kind="eval", config={"strategy_options": {"n": 4, "temperature": 0.3}}, strategy="self-consistency")
+    b = st.create_run(kind="eval", config={"strategy_options": {"n": 4}}, strategy="self-consistency")
+    c = st.create_run(kind="eval", config={}, strategy=None)
+    assert run_temperature(st.get_run(a)) == 0.3
+    from thinktwice.strategies import create_strategy
+
+    assert run_temperature(st.get_run(b)) == create_strategy("self-consistency", n=4).temperature
+    assert run_temperature(st.get_run(c)) is None

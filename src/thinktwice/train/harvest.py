@@ -90,6 +90,20 @@ def _task(run: Any) -> Any:
         return None
 
 
+def run_temperature(run: Any) -> float | None:
+    """The sampling temperature of a run: its config, else its strategy's default."""
+    t = _find(run.config, "temperature")
+    if t is not None or not run.strategy:
+        return t
+    from thinktwice.strategies import create_strategy
+
+    try:
+        strat = create_strategy(run.strategy, **(_find(run.config, "strategy_options") or {}))
+    except (ConfigError, TypeError, KeyError):
+        return None
+    return getattr(strat, "temperature", None)
+
+
 def prompt_text(task: Any, problem: Any) -> str:
     """The text shown to the model for ``problem``: the raw prompt or the last user message."""
     if task is None:
@@ -125,7 +139,7 @@ def harvest(store: Any, run_id: int, cfg: HarvestConfig) -> list[dict[str, Any]]
     for s in store.samples(run_id, with_tokens=False):
         by_problem[s.problem_id].append(s)
     decisions = {d.problem_id: d for d in store.decisions(run_id)}
-    temperature = _find(run.config, "temperature")
+    temperature = run_temperature(run)
     base_meta = {"run": run_id, "source_model": run.model, "strategy": run.strategy, "task": run.task,
                  "temperature": temperature, "split": split}
     rng = random.Random(f"harvest/{cfg.seed}")
