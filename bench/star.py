@@ -39,7 +39,8 @@ def main() -> None:
                     help="select by the final answer only, or also require every equation to be right")
     ap.add_argument("--control-gold", default="stream", choices=["random", "story", "all", "stream"])
     ap.add_argument("--dpo-steps", type=int, default=40)
-    ap.add_argument("--dpo-lr", type=float, default=3e-5)
+    ap.add_argument("--dpo-lr", type=float, default=3e-6)
+    ap.add_argument("--seed", type=int, default=0, help="problems, samples and fine-tuning order")
     ap.add_argument("--out", default="runs/bench-star")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
@@ -47,7 +48,7 @@ def main() -> None:
     cfg = StarConfig(iterations=args.iterations, k=args.k, temperature=args.temperature, restart=args.restart,
                      problems=args.problems, eval_problems=args.eval_problems, steps=args.steps,
                      batch_size=args.batch_size, lr=args.lr, verify_steps=args.filter == "steps", control=True,
-                     control_gold=args.control_gold)
+                     control_gold=args.control_gold, seed=args.seed)
     out = Path(args.out)
     t0 = time.perf_counter()
     res = run_star(cfg, args.checkpoint, out)
@@ -59,9 +60,10 @@ def main() -> None:
     from thinktwice.train.star import _problems
 
     base = load(args.checkpoint)
-    triples = preference_pairs([p.question for p in res.train_problems], res.samples[1], per_problem=2)
+    triples = preference_pairs([p.question for p in res.train_problems], res.samples[1], per_problem=2,
+                               seed=args.seed)
     t0 = time.perf_counter()
-    tuned, dsum = dpo(base, triples, steps=args.dpo_steps, beta=0.1, lr=args.dpo_lr, batch_size=8)
+    tuned, dsum = dpo(base, triples, steps=args.dpo_steps, beta=0.1, lr=args.dpo_lr, batch_size=8, seed=args.seed)
     dpo_acc = eval_greedy(tuned, _problems(cfg, "test", cfg.eval_problems), cfg.max_tokens)
     dpo_seconds = time.perf_counter() - t0
 
