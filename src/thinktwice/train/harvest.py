@@ -143,6 +143,7 @@ def harvest(store: Any, run_id: int, cfg: HarvestConfig) -> list[dict[str, Any]]
     base_meta = {"run": run_id, "source_model": run.model, "strategy": run.strategy, "task": run.task,
                  "temperature": temperature, "split": split}
     rng = random.Random(f"harvest/{cfg.seed}")
+    scores: dict[Any, dict[str, float]] | None = None
     out: list[dict[str, Any]] = []
     for pid, samples in by_problem.items():
         prob = problems.get(pid)
@@ -153,8 +154,9 @@ def harvest(store: Any, run_id: int, cfg: HarvestConfig) -> list[dict[str, Any]]
         if cfg.format == "sft":
             out += _sft(prompt, samples, meta, cfg)
         elif cfg.format == "dpo":
-            out += _pairs(prompt, samples, decisions.get(pid), store.scores(run_id) if "steps" in cfg.pair_sources
-                          and any(s.stage == "path" for s in samples) else {}, meta, cfg, rng)
+            if scores is None and "steps" in cfg.pair_sources and any(s.stage == "path" for s in samples):
+                scores = store.scores(run_id)  # read once, only for runs with search paths
+            out += _pairs(prompt, samples, scores or {}, meta, cfg, rng)
         else:
             out += _critiques(prob.question, samples, decisions.get(pid), meta)
     log.info("harvested %d %s records from run %d", len(out), cfg.format, run_id)
@@ -181,7 +183,7 @@ def _sft(prompt: str, samples: Sequence[Any], meta: dict[str, Any], cfg: Harvest
     return out
 
 
-def _pairs(prompt: str, samples: Sequence[Any], decision: Any, scores: dict[Any, dict[str, float]],
+def _pairs(prompt: str, samples: Sequence[Any], scores: dict[Any, dict[str, float]],
            meta: dict[str, Any], cfg: HarvestConfig, rng: random.Random) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     sols = [s for s in samples if _is_solution(s.stage)]

@@ -74,7 +74,7 @@ def _lora(cfg: HFTrainConfig) -> Any:
 
 
 def _dataset(path: str | Path, kinds: tuple[str, ...], tok: Any) -> Any:
-    from datasets import Dataset
+    from datasets import Dataset  # type: ignore[import-untyped]
 
     recs = read_jsonl(path, kinds)
     shapes = {tuple(sorted(k for k in r if k != "meta")) for r in recs}

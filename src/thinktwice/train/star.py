@@ -151,8 +151,8 @@ def eval_greedy(ckpt: Any, problems: list[Any], max_tokens: int = 160) -> float:
     return right / len(problems)
 
 
-def _select(groups: list[list[Scored]], problems: list[Any], threshold: float, cap: int
-            ) -> list[tuple[int, Scored]]:
+def _select(groups: list[list[Scored]], threshold: float, cap: int) -> list[tuple[int, Scored]]:
+    """(problem index, sample) of the distinct selected samples, at most ``cap`` per problem."""
     kept = []
     for i, g in enumerate(groups):
         seen: set[str] = set()
@@ -242,7 +242,7 @@ def run_star(cfg: StarConfig, checkpoint: str | Path | None = None, out: str | P
         res.samples[it] = groups
         stats: BStarStats = measure(groups, threshold=thr, temperature=temp)
         rec["sample_seconds"] = round(time.perf_counter() - t0, 1)
-        kept = _select(groups, train_ps, thr, cfg.max_per_problem)
+        kept = _select(groups, thr, cfg.max_per_problem)
         rec.update(temperature=temp, threshold=thr, filter="answer+steps" if thr > 1.0 else "answer",
                    kept=len(kept), kept_with_bad_steps=sum(not s.steps_valid for _, s in kept),
                    bstar=stats.to_dict())
