@@ -75,6 +75,21 @@ def test_star_iterations_log_bstar_and_write_provenance(tmp_path: Path) -> None:
     assert png.stat().st_size > 1000
 
 
+def test_adapt_picks_from_the_grid_and_verify_steps_keeps_only_valid_chains(tmp_path: Path) -> None:
+    cfg = StarConfig(iterations=1, k=3, problems=3, eval_problems=2, steps=1, batch_size=1, adapt=True,
+                     adapt_problems=2, temperatures=(0.5, 1.0), verify_steps=True)
+    res = run_star(cfg, None, tmp_path)
+    rec = res.iterations[0]
+    grid = rec["adapt_grid"]
+    assert {g["temperature"] for g in grid} == {0.5, 1.0} and {g["threshold"] for g in grid} == {1.5}
+    best = max(g["balance"] for g in grid)
+    assert rec["temperature"] in {g["temperature"] for g in grid if g["balance"] == best}
+    assert rec["filter"] == "answer+steps" and rec["kept_with_bad_steps"] == 0
+    if rec["kept"]:
+        lines = [json.loads(x) for x in (tmp_path / "iter1.jsonl").read_text().splitlines()]
+        assert all(r["meta"]["steps_valid"] for r in lines)
+
+
 def test_star_config_is_validated() -> None:
     with pytest.raises(ConfigError):
         StarConfig(restart="sometimes")

@@ -169,7 +169,7 @@ def _adapt(cfg: StarConfig, ckpt: Any, problems: list[Any], it: int) -> tuple[fl
     grid = []
     for t in cfg.temperatures:
         groups = sample_scored(ckpt, sub, cfg.k, t, seed=cfg.seed + 7919 * it, max_tokens=cfg.max_tokens)
-        for th in cfg.thresholds:
+        for th in [x for x in cfg.thresholds if x >= cfg.threshold] or [cfg.threshold]:  # never below the filter
             st = measure(groups, threshold=th, temperature=t)
             grid.append({"temperature": t, "threshold": th, "balance": st.balance})
     best = max(grid, key=lambda r: (r["balance"], -abs(r["temperature"] - cfg.temperature)))
