@@ -24,7 +24,8 @@ from thinktwice.lm.meter import Meter
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--subset", default="gsm8k")
-    ap.add_argument("--limit", type=int, default=None, help="first N items (default: all)")
+    ap.add_argument("--limit", type=int, default=None,
+                    help="N items, half erroneous and half correct, in file order (default: all)")
     ap.add_argument("--backend", default="llamacpp")
     ap.add_argument("--base-url", default=None)
     ap.add_argument("--model", default=None)
@@ -48,9 +49,11 @@ def main() -> None:
     res = asyncio.run(go())
     secs = time.perf_counter() - t0
     rows = [(f"critic: {args.backend} {getattr(lm, 'model', '')}", res.metrics, res.ci, res.confusion)]
+    baselines = {}
     for kind in ("no-error", "step-0"):
         m, c, conf = pb_metrics(labels, trivial_predictions(items, kind))
         rows.append((f"always {kind}", m, c, conf))
+        baselines[kind] = m["f1"]
     table = Table(title=f"ProcessBench {args.subset}: {len(items)} items ({int(res.metrics['n_err'])} erroneous)")
     for col in ("predictor", "acc erroneous", "acc correct", "F1 [95% CI]", "confusion"):
         table.add_column(col)
@@ -64,8 +67,8 @@ def main() -> None:
     print(f"critic_f1: {res.metrics['f1']:.3f}")
     print(f"critic_acc_err: {res.metrics['acc_err']:.3f}")
     print(f"critic_acc_cor: {res.metrics['acc_cor']:.3f}")
-    print("baseline_no_error_f1: 0.000")
-    print("baseline_step0_f1: 0.000")
+    print(f"baseline_no_error_f1: {baselines['no-error']:.3f}")
+    print(f"baseline_step0_f1: {baselines['step-0']:.3f}")
     print(f"items: {len(items)}")
 
 

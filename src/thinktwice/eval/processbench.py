@@ -37,8 +37,15 @@ class PBItem:
     generator: str = ""
 
 
-def load_processbench(subset: str, data_dir: str | Path | None = None, limit: int | None = None) -> list[PBItem]:
-    """Read ``processbench/<subset>.jsonl`` from the data directory (errors name file:line)."""
+def load_processbench(
+    subset: str, data_dir: str | Path | None = None, limit: int | None = None, *, balanced: bool = True
+) -> list[PBItem]:
+    """Read ``processbench/<subset>.jsonl`` from the data directory (errors name file:line).
+
+    With ``limit`` and ``balanced`` (the default) the first ``limit // 2`` erroneous and first
+    ``limit - limit // 2`` correct items are kept, in file order, so both accuracies are defined
+    (the files start with a run of erroneous items).
+    """
     from thinktwice.tasks.datadir import ENV_VAR, candidate_dirs, find_file, read_jsonl
 
     if subset not in ("gsm8k", "math", "olympiadbench", "omnimath"):
@@ -54,9 +61,20 @@ def load_processbench(subset: str, data_dir: str | Path | None = None, limit: in
                                 int(row["label"]), str(row.get("generator", ""))))
         except (TypeError, ValueError) as e:
             raise DataError(f"{path}:{row['__line__']}: bad ProcessBench row ({e})") from None
-        if limit is not None and len(items) >= limit:
-            break
-    return items
+    if limit is None:
+        return items
+    if not balanced:
+        return items[:limit]
+    err_left, cor_left = limit // 2, limit - limit // 2
+    keep = []
+    for it in items:
+        if it.label == -1 and cor_left > 0:
+            cor_left -= 1
+            keep.append(it)
+        elif it.label != -1 and err_left > 0:
+            err_left -= 1
+            keep.append(it)
+    return keep
 
 
 @dataclass
