@@ -270,7 +270,7 @@ def start_thinktwice(upstream: Upstream, strategy: str) -> tuple[subprocess.Pope
 def find_optillm(explicit: str | None) -> str | None:
     if explicit:
         return explicit if Path(explicit).exists() else None
-    for cand in (os.environ.get("OPTILLM_BIN"), "/tmp/optillm-venv/bin/optillm", shutil.which("optillm")):
+    for cand in (os.environ.get("OPTILLM_BIN"), shutil.which("optillm")):
         if cand and Path(cand).exists():
             return cand
     return None
