@@ -17,15 +17,14 @@ from typing import ClassVar
 
 from thinktwice.errors import ConfigError
 from thinktwice.organism.arith import Difficulty, generate
-from thinktwice.tasks.extract import first_number, last_number, marked_answer
-from thinktwice.tasks.grading import number_canonical, numeric_equal
+from thinktwice.tasks.numeric import NumericAnswers
 from thinktwice.types import Problem, Prompt, SamplingParams
 
 __all__ = ["ArithTask"]
 
 
 @dataclass(frozen=True)
-class ArithTask:
+class ArithTask(NumericAnswers):
     """Arithmetic word problems; ``steps``, ``max_operand``, ``distractors`` set the difficulty.
 
     >>> t = ArithTask(steps=2)
@@ -78,20 +77,3 @@ class ArithTask:
 
     def params(self) -> SamplingParams:
         return SamplingParams(max_tokens=self.max_tokens)
-
-    def extract(self, text: str) -> str | None:
-        marked = marked_answer(text)
-        if marked is not None:
-            n = first_number(marked)
-            if n is not None:
-                return n
-        return last_number(text)
-
-    def canonical(self, answer: str) -> str:
-        return number_canonical(answer) or " ".join(answer.split()).lower()
-
-    def equivalent(self, a: str, b: str) -> bool:
-        return numeric_equal(a, b)
-
-    def grade(self, answer: str | None, problem: Problem) -> bool:
-        return answer is not None and problem.gold is not None and numeric_equal(answer, problem.gold)

@@ -15,8 +15,7 @@ from typing import Any, ClassVar
 
 from thinktwice.errors import ConfigError, DataError
 from thinktwice.tasks.datadir import hub_rows, load_rows
-from thinktwice.tasks.extract import first_number, last_number, marked_answer
-from thinktwice.tasks.grading import number_canonical, numeric_equal
+from thinktwice.tasks.numeric import NumericAnswers
 from thinktwice.tasks.options import create_task
 from thinktwice.tasks.prompts import GSM8K_TEMPLATE, chat_prompt, gsm8k_solution, select_shots, shots_for
 from thinktwice.types import Problem, Prompt, SamplingParams
@@ -34,7 +33,7 @@ def gsm8k_gold(solution: str) -> str:
 
 
 @dataclass(frozen=True)
-class Gsm8kTask:
+class Gsm8kTask(NumericAnswers):
     """GSM8K with a zero-shot (default) or seeded few-shot chat prompt.
 
     >>> t = Gsm8kTask()
@@ -112,21 +111,3 @@ class Gsm8kTask:
     def params(self) -> SamplingParams:
         return SamplingParams(max_tokens=self.max_tokens, stop=("\n\nQuestion:",))
 
-    # -- answers --------------------------------------------------------------------------------
-
-    def extract(self, text: str) -> str | None:
-        marked = marked_answer(text)
-        if marked is not None:
-            n = first_number(marked)
-            if n is not None:
-                return n
-        return last_number(text)
-
-    def canonical(self, answer: str) -> str:
-        return number_canonical(answer) or " ".join(answer.split()).lower()
-
-    def equivalent(self, a: str, b: str) -> bool:
-        return numeric_equal(a, b)
-
-    def grade(self, answer: str | None, problem: Problem) -> bool:
-        return answer is not None and problem.gold is not None and numeric_equal(answer, problem.gold)
