@@ -257,6 +257,9 @@ class FakeOpenAIServer:
         data = json.dumps(payload).encode()
         if truncate:
             data = data[: len(data) // 2]
+            # the connection is closed right after: say so, or a client may reuse it and lose the
+            # next request to a race with the close
+            headers = {**(headers or {}), "Connection": "close"}
         extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
         head = (f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\nContent-Type: application/json\r\n"
                 f"Content-Length: {len(data)}\r\n{extra}\r\n")
