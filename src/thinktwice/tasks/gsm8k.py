@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 from thinktwice.errors import ConfigError, DataError
 from thinktwice.tasks.datadir import hub_rows, load_rows
 from thinktwice.tasks.numeric import NumericAnswers
-from thinktwice.tasks.options import create_task
+from thinktwice.tasks.options import check_prompt_options, create_task
 from thinktwice.tasks.prompts import GSM8K_TEMPLATE, chat_prompt, gsm8k_solution, select_shots, shots_for
 from thinktwice.types import Problem, Prompt, SamplingParams
 
@@ -52,10 +52,7 @@ class Gsm8kTask(NumericAnswers):
     max_tokens: int = 512
 
     def __post_init__(self) -> None:
-        if self.shots < 0:
-            raise ConfigError(f"shots must be >= 0, got {self.shots}")
-        if self.max_tokens < 1:
-            raise ConfigError(f"max_tokens must be >= 1, got {self.max_tokens}")
+        check_prompt_options(self.shots, self.max_tokens)
 
     @classmethod
     def create(cls, **options: Any) -> Gsm8kTask:

@@ -16,7 +16,7 @@ from thinktwice.errors import ConfigError, DataError
 from thinktwice.tasks.datadir import read_jsonl
 from thinktwice.tasks.extract import boxed, first_number, last_number, marked_answer
 from thinktwice.tasks.grading import GRADERS, get_grader, normalize_math, number_canonical
-from thinktwice.tasks.options import create_task
+from thinktwice.tasks.options import check_prompt_options, create_task
 from thinktwice.tasks.prompts import chat_prompt, select_shots, shots_for
 from thinktwice.types import Problem, Prompt, SamplingParams
 
@@ -68,8 +68,7 @@ class JsonlTask:
             raise ConfigError("the jsonl task needs path=FILE.jsonl")
         if self.grader not in GRADERS:
             raise ConfigError(f"unknown grader {self.grader!r}; valid graders: {', '.join(GRADERS)}")
-        if self.shots < 0:
-            raise ConfigError(f"shots must be >= 0, got {self.shots}")
+        check_prompt_options(self.shots)
         if self.shots and self.train_path is None:
             raise ConfigError("few-shot prompts need train_path=FILE.jsonl")
         if self.template is not None and "{question}" not in self.template:

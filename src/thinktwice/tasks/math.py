@@ -16,7 +16,7 @@ from thinktwice.errors import ConfigError
 from thinktwice.tasks.datadir import hub_rows, load_rows
 from thinktwice.tasks.extract import boxed, marked_answer
 from thinktwice.tasks.grading import math_equal, normalize_math
-from thinktwice.tasks.options import create_task
+from thinktwice.tasks.options import check_prompt_options, create_task
 from thinktwice.tasks.prompts import MATH_TEMPLATE, chat_prompt, select_shots, shots_for
 from thinktwice.types import Problem, Prompt, SamplingParams
 
@@ -53,10 +53,7 @@ class MathTask:
     fallback_marker: bool = False
 
     def __post_init__(self) -> None:
-        if self.shots < 0:
-            raise ConfigError(f"shots must be >= 0, got {self.shots}")
-        if self.max_tokens < 1:
-            raise ConfigError(f"max_tokens must be >= 1, got {self.max_tokens}")
+        check_prompt_options(self.shots, self.max_tokens)
 
     @classmethod
     def create(cls, **options: Any) -> MathTask:

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from thinktwice.errors import ConfigError
 
-__all__ = ["check_options", "create_task"]
+__all__ = ["check_options", "check_prompt_options", "create_task"]
 
 T = TypeVar("T")
 
@@ -45,3 +45,11 @@ def create_task(cls: type[T], **options: Any) -> T:
     """``cls(**options)`` after :func:`check_options`."""
     check_options(cls, options)
     return cls(**options)
+
+
+def check_prompt_options(shots: int, max_tokens: int | None = None) -> None:
+    """Validate the prompt options the data-file tasks share (few-shot count, generation length)."""
+    if shots < 0:
+        raise ConfigError(f"shots must be >= 0, got {shots}")
+    if max_tokens is not None and max_tokens < 1:
+        raise ConfigError(f"max_tokens must be >= 1, got {max_tokens}")
