@@ -15,7 +15,7 @@ from thinktwice.errors import ConfigError
 
 __all__ = [
     "BackendOpt", "BackendOptionsOpt", "StrategyOptionsOpt", "SplitOpt", "TaskOptionsOpt", "stored_config", "BaseUrlOpt", "ApiKeyOpt", "ModelOpt", "ConcurrencyOpt", "StoreOpt", "SeedOpt",
-    "backend_from_options", "run_async", "out", "err", "default_store", "parse_kv",
+    "backend_from_options", "progress_bar", "run_async", "out", "err", "default_store", "parse_kv",
 ]
 
 T = TypeVar("T")
@@ -110,3 +110,22 @@ def backend_from_options(
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
+
+
+def progress_bar(label: str, *fields: str, eta_label: bool = False) -> Any:
+    """A rich progress bar on stderr (disabled when stderr is not a terminal): label, bar, done/total,
+    the given text columns (``{task.fields[...]}`` templates), elapsed and remaining time."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    eta = (TextColumn("ETA"),) if eta_label else ()
+    return Progress(
+        TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), *(TextColumn(f) for f in fields),
+        TimeElapsedColumn(), *eta, TimeRemainingColumn(), console=err, transient=False, disable=not err.is_terminal,
+    )

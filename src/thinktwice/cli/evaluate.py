@@ -26,6 +26,7 @@ from thinktwice.cli.common import (
     err,
     out,
     parse_kv,
+    progress_bar,
     run_async,
     stored_config,
 )
@@ -47,23 +48,6 @@ def _budget(tokens: int | None, calls: int | None) -> Any:
     from thinktwice.types import Budget
 
     return Budget(max_tokens=tokens, max_calls=calls) if (tokens or calls) else None
-
-
-def _progress_bar(total: int) -> Any:
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("[bold]eval"), BarColumn(), MofNCompleteColumn(), TextColumn("acc {task.fields[acc]}"),
-        TextColumn("{task.fields[tps]} tok/s"), TimeElapsedColumn(), TimeRemainingColumn(),
-        console=err, transient=False, disable=not err.is_terminal,
-    )
 
 
 def run_eval(spec: dict[str, Any], *, store_path: Path, resume: int | None, api_key: str | None,
@@ -111,7 +95,7 @@ def run_eval(spec: dict[str, Any], *, store_path: Path, resume: int | None, api_
             run_id = resume
             store.claim_run(run_id)
         err.print(f"run {run_id} -> {store_path}")
-        bar = _progress_bar(len(problems))
+        bar = progress_bar("eval", "acc {task.fields[acc]}", "{task.fields[tps]} tok/s")
         t0 = time.perf_counter()
         with bar:
             tid = bar.add_task("eval", total=len(problems), acc="-", tps="-")

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from thinktwice.cli.common import SeedOpt, err, out, run_async
+from thinktwice.cli.common import SeedOpt, err, out, progress_bar, run_async
 from thinktwice.errors import ConfigError
 
 __all__ = ["register"]
@@ -22,15 +22,6 @@ organism_app = typer.Typer(help="The model organism: a tiny from-scratch transfo
 
 def _train(preset: str, out_dir: Path | None, steps: int | None, seed: int, device: str,
            threads: int | None = None, eval_problems: int = 100) -> dict[str, Any]:
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
     try:
         import torch  # noqa: F401
     except ImportError:
@@ -39,8 +30,7 @@ def _train(preset: str, out_dir: Path | None, steps: int | None, seed: int, devi
     from thinktwice.organism.train import train
 
     cfg = get_preset(preset, seed=seed, **({"steps": steps} if steps else {}))
-    bar = Progress(TextColumn(f"[bold]train {preset}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn(), console=err)
+    bar = progress_bar(f"train {preset}", "loss {task.fields[loss]}")
     with bar:
         tid = bar.add_task("train", total=cfg.steps, loss="-")
 

@@ -9,7 +9,7 @@ from typing import Any
 import typer
 from typer.core import TyperCommand
 
-from thinktwice.cli.common import err, out, run_async
+from thinktwice.cli.common import err, out, progress_bar, run_async
 from thinktwice.errors import ConfigError
 
 __all__ = [
@@ -56,7 +56,6 @@ def run_sample_ray(spec: dict[str, Any], *, store_path: Path, resume: int | None
     import types
 
     import ray as ray_mod
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from thinktwice.eval.distributed import connect, draw_pool_ray
     from thinktwice.eval.pool import PoolConfig, create_pool_run
@@ -81,9 +80,7 @@ def run_sample_ray(spec: dict[str, Any], *, store_path: Path, resume: int | None
                 run_id = resume
                 store.claim_run(run_id)
             err.print(f"pool run {run_id} -> {store_path} (on Ray)")
-            bar = Progress(TextColumn("[bold]sample"), BarColumn(), MofNCompleteColumn(),
-                           TextColumn("{task.fields[problems]}"), TextColumn("{task.fields[tps]} tok/s"),
-                           TimeElapsedColumn(), console=err, transient=False, disable=not err.is_terminal)
+            bar = progress_bar("sample", "{task.fields[problems]}", "{task.fields[tps]} tok/s", eta_label=True)
             with bar:
                 tid = bar.add_task("sample", total=config.n * len(problems), problems="", tps="-")
 

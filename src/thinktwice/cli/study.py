@@ -29,29 +29,13 @@ from thinktwice.cli.common import (
     err,
     out,
     parse_kv,
+    progress_bar,
     run_async,
     stored_config,
 )
 from thinktwice.errors import ConfigError
 
 __all__ = ["register", "run_sample"]
-
-
-def _progress_bar() -> Any:
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("[bold]sample"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[problems]}"),
-        TextColumn("{task.fields[tps]} tok/s"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-        console=err, transient=False, disable=not err.is_terminal,
-    )
 
 
 def run_sample(spec: dict[str, Any], *, store_path: Path, resume: int | None, api_key: str | None) -> int:
@@ -76,7 +60,7 @@ def run_sample(spec: dict[str, Any], *, store_path: Path, resume: int | None, ap
             run_id = resume
             store.claim_run(run_id)
         err.print(f"pool run {run_id} -> {store_path}")
-        bar = _progress_bar()
+        bar = progress_bar("sample", "{task.fields[problems]}", "{task.fields[tps]} tok/s", eta_label=True)
         with bar:
             tid = bar.add_task("sample", total=config.n * len(problems), problems="", tps="-")
 
