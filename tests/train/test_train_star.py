@@ -131,3 +131,22 @@ def test_train_star_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert (tmp_path / "bstar.png").is_file() and (tmp_path / "star.json").is_file()
     code, _, err = run(["train", "star", "--task", "gsm8k", "--out", str(tmp_path)])
     assert code == 2 and "arith" in err
+
+
+def test_dev_set_is_train_split_disjoint_from_sampled_and_test_problems(tmp_path: Path) -> None:
+    from thinktwice.organism.arith import split_of
+    from thinktwice.train.star import dev_problems
+
+    cfg = StarConfig(iterations=1, k=2, problems=3, eval_problems=2, dev_problems=4, steps=1, batch_size=1)
+    train = _problems(cfg, "train", 40)
+    dev = dev_problems(StarConfig(dev_problems=30), {p.question for p in train})
+    assert len(dev) == 30 and all(split_of(p.question) == "train" for p in dev)
+    assert not {p.question for p in dev} & {p.question for p in train}
+    res = run_star(cfg, None, tmp_path)
+    assert len(res.dev_problems) == 4 and res.base_dev_accuracy is not None
+    assert not {p.question for p in res.dev_problems} & {p.question for p in res.train_problems}
+    assert 0 <= res.iterations[0]["dev_accuracy"] <= 1
+    saved = json.loads((tmp_path / "star.json").read_text())
+    assert saved["base_dev_accuracy"] == res.base_dev_accuracy and saved["config"]["dev_problems"] == 4
+    with pytest.raises(ConfigError):
+        StarConfig(dev_problems=-1)

@@ -32,7 +32,7 @@ from thinktwice.errors import ConfigError
 from thinktwice.train.bstar import BStarStats, Scored, arith_steps_valid, measure, path_key
 from thinktwice.train.formats import sft_record, write_jsonl
 
-__all__ = ["StarConfig", "StarResult", "eval_greedy", "plot_bstar", "run_star", "sample_scored"]
+__all__ = ["StarConfig", "StarResult", "dev_problems", "eval_greedy", "plot_bstar", "run_star", "sample_scored"]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ class StarConfig:
     restart: str = "base"  # "base" (STaR: M_n from M_0) or "continue" (from M_{n-1})
     problems: int = 128  # train-split problems sampled each iteration
     eval_problems: int = 300  # held-out test-split problems, greedy
+    dev_problems: int = 0  # > 0: also greedy accuracy on train-split problems never sampled (for choosing settings)
     steps: int = 64  # fine-tuning steps per iteration
     step_growth: float = 0.0  # steps grow by this fraction per iteration (STaR: 0.2)
     lr: float = 3e-4
@@ -71,6 +72,8 @@ class StarConfig:
             raise ConfigError("sampling temperatures must be > 0")
         if self.control_gold not in ("random", "story", "all", "stream"):
             raise ConfigError(f"control_gold must be random, story, all or stream, got {self.control_gold!r}")
+        if self.dev_problems < 0:
+            raise ConfigError("dev_problems must be >= 0")
         if self.max_per_problem < 1 or self.lr <= 0 or self.step_growth < 0:
             raise ConfigError("max_per_problem >= 1, lr > 0 and step_growth >= 0 are required")
 
@@ -91,6 +94,8 @@ class StarResult:
     seconds: float = 0.0
     samples: dict[int, list[list[Scored]]] = field(default_factory=dict, repr=False)  # per iteration, not saved
     train_problems: list[Any] = field(default_factory=list, repr=False)
+    dev_problems: list[Any] = field(default_factory=list, repr=False)
+    base_dev_accuracy: float | None = None
 
     @property
     def final_accuracy(self) -> float:
@@ -98,6 +103,7 @@ class StarResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {"config": asdict(self.config), "base_accuracy": self.base_accuracy,
+                "base_dev_accuracy": self.base_dev_accuracy,
                 "final_accuracy": self.final_accuracy, "iterations": self.iterations, "control": self.control,
                 "seconds": round(self.seconds, 1)}
 
@@ -109,6 +115,18 @@ def _problems(cfg: StarConfig, split: str, n: int) -> list[Any]:
 
     d = arith.Difficulty(steps=cfg.task_steps, distractors=cfg.distractors)
     return list(islice(arith.generate(cfg.seed, d, split=split), n))
+
+
+def dev_problems(cfg: StarConfig, avoid: set[str]) -> list[Any]:
+    """``cfg.dev_problems`` TRAIN-split problems from their own seeded stream, none of them in ``avoid``
+    (the problems STaR samples): a dev set for choosing settings without looking at the test split."""
+    from itertools import islice
+
+    from thinktwice.organism import arith
+
+    d = arith.Difficulty(steps=cfg.task_steps, distractors=cfg.distractors)
+    fresh = (p for p in arith.generate(cfg.seed + 7919, d, split="train") if p.question not in avoid)
+    return list(islice(fresh, cfg.dev_problems))
 
 
 def _answer(text: str) -> str | None:
@@ -221,6 +239,7 @@ def run_star(cfg: StarConfig, checkpoint: str | Path | None = None, out: str | P
     base_name = str(checkpoint) if checkpoint is not None else "organism-small (shipped)"
     train_ps = _problems(cfg, "train", cfg.problems)
     test_ps = _problems(cfg, "test", cfg.eval_problems)
+    dev_ps = dev_problems(cfg, {p.question for p in train_ps})
     outdir = Path(out) if out is not None else None
     if outdir is not None:
         outdir.mkdir(parents=True, exist_ok=True)
@@ -228,7 +247,9 @@ def run_star(cfg: StarConfig, checkpoint: str | Path | None = None, out: str | P
     base_acc = eval_greedy(base, test_ps, cfg.max_tokens)
     log.info("base greedy accuracy %.3f on %d held-out problems (%.0fs)", base_acc, len(test_ps),
              time.perf_counter() - t0)
-    res = StarResult(cfg, base_acc, train_problems=train_ps)
+    res = StarResult(cfg, base_acc, train_problems=train_ps, dev_problems=dev_ps)
+    if dev_ps:
+        res.base_dev_accuracy = eval_greedy(base, dev_ps, cfg.max_tokens)
     cur, cur_name = base, base_name
     ctl = base
     for it in range(1, cfg.iterations + 1):
@@ -258,6 +279,8 @@ def run_star(cfg: StarConfig, checkpoint: str | Path | None = None, out: str | P
         rec.update(steps=steps, train_loss=summ["loss"], train_seconds=round(time.perf_counter() - t0, 1))
         t0 = time.perf_counter()
         rec["accuracy"] = eval_greedy(cur, test_ps, cfg.max_tokens)
+        if dev_ps:
+            rec["dev_accuracy"] = eval_greedy(cur, dev_ps, cfg.max_tokens)
         rec["eval_seconds"] = round(time.perf_counter() - t0, 1)
         cur_name = f"star-iter{it}"
         if outdir is not None:
