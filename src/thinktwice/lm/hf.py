@@ -30,6 +30,7 @@ from thinktwice.errors import ConfigError, ContextLengthExceeded
 from thinktwice.lm.base import TokenMonitor
 from thinktwice.lm.hf_latent import HiddenStates, LensResult
 from thinktwice.lm.hf_seq import SeqState, TokenTexts
+from thinktwice.lm.threaded import sample_off_loop
 from thinktwice.lm.vocab_stats import SamplerConfig
 from thinktwice.types import Capabilities, Prompt, Sample, SamplingParams, Usage
 
@@ -230,17 +231,8 @@ class HFBackend:
     async def sample(
         self, prompt: Prompt, params: SamplingParams, n: int = 1, *, monitor: TokenMonitor | None = None
     ) -> list[Sample]:
-        if n < 0:
-            raise ConfigError(f"n must be >= 0, got {n}")
-        if n == 0:
-            return []
-        base = params.seed if params.seed is not None else self._seeds.randrange(2**31 - 1)
-        cancel = threading.Event()
-        try:
-            return await self._run(self._sample_sync, prompt, params, n, base, monitor, cancel)
-        except asyncio.CancelledError:
-            cancel.set()  # the worker stops at its next sync
-            raise
+        return await sample_off_loop(self._run, self._sample_sync, prompt, params, n, monitor,
+                                     lambda: self._seeds.randrange(2**31 - 1))
 
     def _sample_sync(self, prompt: Prompt, params: SamplingParams, n: int, base: int,
                      monitor: TokenMonitor | None, cancel: threading.Event) -> list[Sample]:

@@ -28,6 +28,7 @@ import numpy as np
 from thinktwice.errors import ConfigError
 from thinktwice.lm.base import TokenMonitor
 from thinktwice.lm.gguf_weights import WEIGHTS, resolve_weights, shipped_model_path
+from thinktwice.lm.threaded import sample_off_loop
 from thinktwice.lm.vocab_stats import SamplerConfig
 from thinktwice.types import Capabilities, Prompt, Sample, SamplingParams, TokenStat, Usage
 
@@ -183,17 +184,8 @@ class LlamaCppBackend:
     async def sample(
         self, prompt: Prompt, params: SamplingParams, n: int = 1, *, monitor: TokenMonitor | None = None
     ) -> list[Sample]:
-        if n < 0:
-            raise ConfigError(f"n must be >= 0, got {n}")
-        if n == 0:
-            return []
-        base = params.seed if params.seed is not None else int(self._seeds.integers(0, 2**31 - 1))
-        cancel = threading.Event()
-        try:
-            return await self._in_worker(self._sample_sync, prompt, params, n, base, monitor, cancel)
-        except asyncio.CancelledError:
-            cancel.set()  # the worker stops at its next step
-            raise
+        return await sample_off_loop(self._in_worker, self._sample_sync, prompt, params, n, monitor,
+                                     lambda: int(self._seeds.integers(0, 2**31 - 1)))
 
     async def call(self, fn: Callable[[LlamaEngine], T]) -> T:
         """Run ``fn(engine)`` on the decoding thread, holding the context (for scoring or tests)."""

@@ -25,6 +25,7 @@ from typing import Any
 
 from thinktwice.errors import ConfigError
 from thinktwice.lm.base import TokenMonitor
+from thinktwice.lm.threaded import sample_off_loop
 from thinktwice.types import Capabilities, Prompt, Sample, SamplingParams, TokenStat, Usage
 
 __all__ = ["OrganismBackend", "organism_text"]
@@ -101,17 +102,8 @@ class OrganismBackend:
     async def sample(
         self, prompt: Prompt, params: SamplingParams, n: int = 1, *, monitor: TokenMonitor | None = None
     ) -> list[Sample]:
-        if n < 0:
-            raise ConfigError(f"n must be >= 0, got {n}")
-        if n == 0:
-            return []
-        base = params.seed if params.seed is not None else self._seeds.randrange(2**31 - 1)
-        cancel = threading.Event()
-        try:
-            return await asyncio.to_thread(self._sample_sync, prompt, params, n, base, monitor, cancel)
-        except asyncio.CancelledError:
-            cancel.set()
-            raise
+        return await sample_off_loop(asyncio.to_thread, self._sample_sync, prompt, params, n, monitor,
+                                     lambda: self._seeds.randrange(2**31 - 1))
 
     def _sample_sync(self, prompt: Prompt, params: SamplingParams, n: int, base: int,
                      monitor: TokenMonitor | None, cancel: threading.Event) -> list[Sample]:
