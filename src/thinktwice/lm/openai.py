@@ -432,6 +432,22 @@ class OpenAIBackend:
             await asyncio.sleep(delay)
             attempt += 1
 
+    async def list_models(self, timeout_s: float = 5.0) -> list[str]:
+        """The model ids the upstream serves (``GET /models`` on each endpoint in turn, first answer wins)."""
+        self._ensure()
+        errors = []
+        for url in self.base_urls:
+            try:
+                resp = await self._clients[0].get(url + "/models", timeout=min(self.timeout_s, timeout_s))
+                if resp.status_code == 200:
+                    data = resp.json().get("data")
+                    if isinstance(data, list):
+                        return [str(m["id"]) for m in data if isinstance(m, dict) and "id" in m]
+                errors.append(f"{url}: HTTP {resp.status_code}")
+            except (httpx.HTTPError, ValueError) as e:
+                errors.append(f"{url}: {type(e).__name__}")
+        raise BackendError(f"could not list the upstream's models ({'; '.join(errors)})", backend="openai")
+
     async def _probe(self, ep: Endpoint) -> bool:
         """A health request to an endpoint coming back from a cool-down; True if it may rejoin."""
         try:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from typing import Any, Literal
 
 from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
+from thinktwice.errors import ThinktwiceError
 from thinktwice.serve.config import PASSTHROUGH
 from thinktwice.serve.decide import (
     Route,
@@ -32,6 +34,8 @@ from thinktwice.types import Decision, Prompt, SamplingParams
 
 __all__ = ["build_router"]
 
+log = logging.getLogger(__name__)
+
 
 async def chat_completions(request: Request) -> Response:
     return await _complete(request, "chat")
@@ -42,9 +46,18 @@ async def completions(request: Request) -> Response:
 
 
 async def models(request: Request) -> Response:
+    """The served model, one ``strategy/model`` id per strategy, and the upstream's own models (passthrough
+    to the default strategy) when the upstream lists them; an upstream that cannot list them is skipped."""
     st = request.app.state
     base = st.config.model or st.backends.default.model
-    ids = [base] + [f"{s}/{base}" for s in valid_strategies()]
+    upstream: list[str] = []
+    lister = getattr(st.backends.default, "list_models", None)
+    if lister is not None:
+        try:
+            upstream = await lister()
+        except ThinktwiceError as e:
+            log.warning("/v1/models: %s", e)
+    ids = list(dict.fromkeys([base, *upstream, *(f"{s}/{base}" for s in valid_strategies())]))
     return JSONResponse(
         {
             "object": "list",
