@@ -101,15 +101,24 @@ async def test_hidden_states_are_the_residual_stream(lm: HFBackend) -> None:
         await lm.hidden_states(PROMPT, TEXT, layers=[9])
 
 
-async def test_logit_lens_signals_score_and_charge_the_meter(lm: HFBackend) -> None:
+async def test_logit_lens_signals_score_and_charge_the_meter(lm: HFBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    from thinktwice.lm import hf_latent
+
+    passes: list[int] = []
+    real = hf_latent.logit_lens
+    monkeypatch.setattr(hf_latent, "logit_lens", lambda *a: passes.append(1) or real(*a))
     meter = Meter(lm)
-    cands = [_cand(TEXT), _cand("no number here"), _cand("so it is 41")]
+    cands = [_cand(TEXT + " "), _cand("no number here"), _cand("so it is 41")]  # texts no other test used
     scores = await LogitLens().score(_query(), cands, meter)
     assert 0 <= scores[0] <= 1 and 0 <= scores[2] <= 1 and math.isnan(scores[1])
+    assert len(passes) == 2
     assert meter.usage.calls == 2 and meter.stages["logit-lens"].prompt_tokens == meter.usage.prompt_tokens > 0
     stab = await LogitLensStability().score(_query(), cands, meter)
     assert 0 <= stab[0] <= 1 and math.isnan(stab[1])
-    assert meter.stages["logit-lens-stability"].calls == 2
+    # the stability signal reuses the cached passes: no forward pass, nothing billed
+    assert len(passes) == 2 and "logit-lens-stability" not in meter.stages and meter.usage.calls == 2
+    fresh = await lm.logit_lens(_query().prompt, "so it is 41", len("so it is "))
+    assert fresh.cached and len(passes) == 2
 
 
 async def test_latent_signals_need_the_hf_backend() -> None:

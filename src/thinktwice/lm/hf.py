@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -41,6 +43,7 @@ log = logging.getLogger(__name__)
 MAX_TOP_LOGPROBS = 20
 _DEVICES = ("auto", "cpu", "cuda")
 _DTYPES = ("auto", "bf16", "fp16", "fp32")
+_LENS_CACHE = 256  # logit-lens results kept, keyed by (prompt, completion, offset)
 
 
 class HFBackend:
@@ -124,6 +127,7 @@ class HFBackend:
         self._tok: Any = None
         self._texts: TokenTexts | None = None
         self._eos: frozenset[int] = frozenset()
+        self._lens: OrderedDict[tuple[Prompt, str, int], LensResult] = OrderedDict()  # recent logit-lens results
 
     @classmethod
     def from_model(cls, model: Any, tokenizer: Any, *, name: str = "in-memory", **options: Any) -> HFBackend:
@@ -306,7 +310,16 @@ class HFBackend:
         predicts it, through the final norm and the LM head. Same cost as :meth:`hidden_states`."""
         from thinktwice.lm.hf_latent import logit_lens
 
-        return await self._run(self._locked, logit_lens, prompt, completion, char_offset)  # type: ignore[no-any-return]
+        key = (prompt, completion, char_offset)
+        hit = self._lens.get(key)
+        if hit is not None:  # e.g. logit-lens and logit-lens-stability on the same candidate
+            self._lens.move_to_end(key)
+            return dataclasses.replace(hit, cached=True)
+        res = await self._run(self._locked, logit_lens, prompt, completion, char_offset)
+        self._lens[key] = res
+        if len(self._lens) > _LENS_CACHE:
+            self._lens.popitem(last=False)
+        return res  # type: ignore[no-any-return]
 
     def _get_stepper(self) -> Any:
         if self._stepper is None:

@@ -44,6 +44,7 @@ class LensResult:
     target: int
     token_index: int
     prompt_tokens: int
+    cached: bool = False  # True when the backend answered from its cache: no forward pass was run
 
     @property
     def n_layers(self) -> int:

@@ -4,7 +4,7 @@ probabilities (the third layer of self-feedback in the survey, arXiv 2407.14507)
 | name | value | cost |
 |---|---|---|
 | ``logit-lens`` | ``1 - earliest``: how early in depth the final answer's first token becomes top-1 and stays so | one prefill up to the answer |
-| ``logit-lens-stability`` | share of the last quarter of layers where that token is top-1 | the same pass again |
+| ``logit-lens-stability`` | share of the last quarter of layers where that token is top-1 | the same pass (cached: free after ``logit-lens``) |
 | ``probe`` (``probe:PATH``) | a fitted linear probe's p(right) from the last completion token's hidden state | one prefill of prompt + completion |
 
 The logit lens (nostalgebraist 2020; Belrose et al., arXiv 2303.08112) projects each layer's residual
@@ -106,7 +106,8 @@ class LogitLens:
                 log.debug("%s: no lens for a candidate: %s", self.name, e)
                 out.append(math.nan)
                 continue
-            lm.charge(Usage(calls=1, prompt_tokens=res.prompt_tokens), self.stage)
+            if not res.cached:  # a cached lens ran no forward pass: nothing to bill
+                lm.charge(Usage(calls=1, prompt_tokens=res.prompt_tokens), self.stage)
             out.append(self.value(*lens_scores(res.top1, res.target, self.last_frac)))
         return out
 
