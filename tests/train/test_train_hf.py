@@ -111,3 +111,24 @@ def test_harvest_cli_writes_trl_records(tmp_path: Path, capsys: pytest.CaptureFi
     code, _, err = run_cli(["harvest", "--run", "99", "--format", "sft", "--out", str(tmp_path / "z.jsonl"),
                             "--store", str(tmp_path / "runs.db")], capsys)
     assert code == 2 and "no run 99" in err
+
+
+def test_gradient_checkpointing_can_be_turned_off(tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from trl import SFTTrainer
+
+    seen: list[bool] = []
+    real_init = SFTTrainer.__init__
+
+    def spy(self, *a, **kw):  # type: ignore[no-untyped-def]
+        seen.append(kw["args"].gradient_checkpointing)
+        real_init(self, *a, **kw)
+
+    monkeypatch.setattr(SFTTrainer, "__init__", spy)
+    data = _write(tmp_path / "s.jsonl", [{"prompt": f"{i}+1?", "completion": f" {i + 1}"} for i in range(4)])
+    for flag, want in (([], True), (["--no-gradient-checkpointing"], False)):
+        code, out, err = run_cli(["train", "sft", "--model", str(tiny), "--data", str(data), "--out",
+                                  str(tmp_path / f"o{want}"), "--max-steps", "1", "--batch-size", "2", *flag], capsys)
+        assert code == 0, err
+        assert _last_json(out)["steps"] == 1
+    assert seen == [True, False]

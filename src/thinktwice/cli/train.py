@@ -136,11 +136,12 @@ def star_cmd(
 
 
 def _hf(kind: str, model: Path, data: Path, out_dir: Path | None, lora_r: int, epochs: float, max_steps: int | None,
-        lr: float, batch_size: int, beta: float, max_length: int, seed: int) -> None:
+        lr: float, batch_size: int, beta: float, max_length: int, seed: int, grad_ckpt: bool = True) -> None:
     from thinktwice.train.hf_trainers import HFTrainConfig, train_dpo, train_sft
 
     cfg = HFTrainConfig(lora_r=lora_r, lora_alpha=2 * lora_r, epochs=epochs, max_steps=max_steps or -1, lr=lr,
-                        batch_size=batch_size, beta=beta, max_length=max_length, seed=seed)
+                        batch_size=batch_size, beta=beta, max_length=max_length, seed=seed,
+                        gradient_checkpointing=grad_ckpt)
     dest = out_dir or Path(f"runs/{kind}-lora")
     fn = train_sft if kind == "sft" else train_dpo
     out.print_json(json.dumps(fn(model, data, dest, cfg)))
@@ -156,10 +157,12 @@ def sft_cmd(
     lr: float = typer.Option(1e-4, "--lr"),
     batch_size: int = typer.Option(4, "--batch-size"),
     max_length: int = typer.Option(1024, "--max-length"),
+    grad_ckpt: bool = typer.Option(True, "--gradient-checkpointing/--no-gradient-checkpointing",
+                                   help="Recompute activations in the backward pass (less memory, slower)."),
     seed: int = SeedOpt,
 ) -> None:
     """LoRA SFT through TRL's SFTTrainer (loss on completions only)."""
-    _hf("sft", model, data, out_dir, lora_r, epochs, max_steps, lr, batch_size, 0.1, max_length, seed)
+    _hf("sft", model, data, out_dir, lora_r, epochs, max_steps, lr, batch_size, 0.1, max_length, seed, grad_ckpt)
 
 
 def dpo_cmd(
@@ -173,10 +176,12 @@ def dpo_cmd(
     batch_size: int = typer.Option(4, "--batch-size"),
     beta: float = typer.Option(0.1, "--beta"),
     max_length: int = typer.Option(1024, "--max-length"),
+    grad_ckpt: bool = typer.Option(True, "--gradient-checkpointing/--no-gradient-checkpointing",
+                                   help="Recompute activations in the backward pass (less memory, slower)."),
     seed: int = SeedOpt,
 ) -> None:
     """LoRA DPO through TRL's DPOTrainer (reference = the frozen base model)."""
-    _hf("dpo", model, data, out_dir, lora_r, epochs, max_steps, lr, batch_size, beta, max_length, seed)
+    _hf("dpo", model, data, out_dir, lora_r, epochs, max_steps, lr, batch_size, beta, max_length, seed, grad_ckpt)
 
 
 def register(app: typer.Typer) -> None:

@@ -41,6 +41,7 @@ class HFTrainConfig:
     beta: float = 0.1  # DPO
     seed: int = 0
     logging_steps: int = 1
+    gradient_checkpointing: bool = True  # TRL's default: less activation memory, slower steps
 
     def __post_init__(self) -> None:
         if self.lora_r < 1 or self.lora_alpha < 1 or not 0 <= self.lora_dropout < 1:
@@ -92,7 +93,8 @@ def _common(cfg: HFTrainConfig, out: Path) -> dict[str, Any]:
     return {"output_dir": str(out), "num_train_epochs": cfg.epochs, "max_steps": cfg.max_steps, "learning_rate": cfg.lr,
             "per_device_train_batch_size": cfg.batch_size, "gradient_accumulation_steps": cfg.grad_accum,
             "logging_steps": cfg.logging_steps, "save_strategy": "no", "report_to": "none", "seed": cfg.seed,
-            "use_cpu": not cuda, "bf16": cuda, "disable_tqdm": True}
+            "use_cpu": not cuda, "bf16": cuda, "disable_tqdm": True,
+            "gradient_checkpointing": cfg.gradient_checkpointing}
 
 
 def _finish(trainer: Any, out: Path, t0: float, kind: str, n: int) -> dict[str, Any]:
