@@ -135,6 +135,10 @@ def star_cmd(
     out.print_json(json.dumps(res.to_dict()))
 
 
+GradCkptOpt = typer.Option(True, "--gradient-checkpointing/--no-gradient-checkpointing",
+                           help="Recompute activations in the backward pass (less memory, slower).")
+
+
 def _hf(kind: str, model: Path, data: Path, out_dir: Path | None, lora_r: int, epochs: float, max_steps: int | None,
         lr: float, batch_size: int, beta: float, max_length: int, seed: int, grad_ckpt: bool = True) -> None:
     from thinktwice.train.hf_trainers import HFTrainConfig, train_dpo, train_sft
@@ -157,8 +161,7 @@ def sft_cmd(
     lr: float = typer.Option(1e-4, "--lr"),
     batch_size: int = typer.Option(4, "--batch-size"),
     max_length: int = typer.Option(1024, "--max-length"),
-    grad_ckpt: bool = typer.Option(True, "--gradient-checkpointing/--no-gradient-checkpointing",
-                                   help="Recompute activations in the backward pass (less memory, slower)."),
+    grad_ckpt: bool = GradCkptOpt,
     seed: int = SeedOpt,
 ) -> None:
     """LoRA SFT through TRL's SFTTrainer (loss on completions only)."""
@@ -176,8 +179,7 @@ def dpo_cmd(
     batch_size: int = typer.Option(4, "--batch-size"),
     beta: float = typer.Option(0.1, "--beta"),
     max_length: int = typer.Option(1024, "--max-length"),
-    grad_ckpt: bool = typer.Option(True, "--gradient-checkpointing/--no-gradient-checkpointing",
-                                   help="Recompute activations in the backward pass (less memory, slower)."),
+    grad_ckpt: bool = GradCkptOpt,
     seed: int = SeedOpt,
 ) -> None:
     """LoRA DPO through TRL's DPOTrainer (reference = the frozen base model)."""

@@ -108,25 +108,23 @@ class StarResult:
                 "seconds": round(self.seconds, 1)}
 
 
-def _problems(cfg: StarConfig, split: str, n: int) -> list[Any]:
+def _problems(cfg: StarConfig, split: str, n: int, *, seed: int | None = None,
+              avoid: set[str] | frozenset[str] = frozenset()) -> list[Any]:
+    """The first ``n`` problems of ``split`` at the config's difficulty from the stream seeded ``seed``
+    (default ``cfg.seed``), skipping any whose question is in ``avoid``."""
     from itertools import islice
 
     from thinktwice.organism import arith
 
     d = arith.Difficulty(steps=cfg.task_steps, distractors=cfg.distractors)
-    return list(islice(arith.generate(cfg.seed, d, split=split), n))
+    stream = arith.generate(cfg.seed if seed is None else seed, d, split=split)
+    return list(islice((p for p in stream if p.question not in avoid), n))
 
 
 def dev_problems(cfg: StarConfig, avoid: set[str]) -> list[Any]:
     """``cfg.dev_problems`` TRAIN-split problems from their own seeded stream, none of them in ``avoid``
     (the problems STaR samples): a dev set for choosing settings without looking at the test split."""
-    from itertools import islice
-
-    from thinktwice.organism import arith
-
-    d = arith.Difficulty(steps=cfg.task_steps, distractors=cfg.distractors)
-    fresh = (p for p in arith.generate(cfg.seed + 7919, d, split="train") if p.question not in avoid)
-    return list(islice(fresh, cfg.dev_problems))
+    return _problems(cfg, "train", cfg.dev_problems, seed=cfg.seed + 7919, avoid=avoid)
 
 
 def _answer(text: str) -> str | None:
@@ -197,14 +195,12 @@ def _adapt(cfg: StarConfig, ckpt: Any, problems: list[Any], it: int) -> tuple[fl
 def _stream_pairs(cfg: StarConfig, n: int, it: int, avoid: set[str]) -> list[tuple[str, str]]:
     """``n`` fresh gold train problems (seeded per iteration, none of ``avoid``), one random order each."""
     import random
-    from itertools import islice
 
     from thinktwice.organism import arith
 
     rng = random.Random(f"stream/{cfg.seed}/{it}")
-    d = arith.Difficulty(steps=cfg.task_steps, distractors=cfg.distractors)
-    fresh = (p for p in arith.generate(cfg.seed + 1000 + it, d, split="train") if p.question not in avoid)
-    return [(p.question, p.solution(rng.choice(arith.ORDERS))) for p in islice(fresh, n)]
+    fresh = _problems(cfg, "train", n, seed=cfg.seed + 1000 + it, avoid=avoid)
+    return [(p.question, p.solution(rng.choice(arith.ORDERS))) for p in fresh]
 
 
 def _gold_pairs(problems: list[Any], how: str = "random", seed: int = 0) -> list[tuple[str, str]]:
