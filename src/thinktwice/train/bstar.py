@@ -2,15 +2,18 @@
 
 Zeng et al., arXiv 2412.17256 (METHODS.md §10.4). For each query the iteration samples ``k``
 responses; a reward picks the *selected* ones (here the grader's final-answer check, optionally
-with a reasoning check), identical reasoning paths are merged, and
+with a reasoning check), identical selected texts are merged, and
 
 - exploration = pass@k (share of queries with any correct sample) and the mean number of distinct
   correct answers / reasoning paths per query;
-- exploitation = share of selected samples that are truly correct (for arithmetic: right answer
-  AND every equation right, see :func:`arith_steps_valid`);
-- balance score per query ``bs_i = min(n'_i / n*, 1) * (n'_i / n_i)`` with ``n'_i`` the distinct
-  truly-correct selected samples and ``n_i`` the distinct selected ones (0 when none is selected);
-  ``n* = 8`` as in the released B-STaR code.
+- exploitation = share of the distinct selected samples that are truly correct (for arithmetic:
+  right answer AND every equation right, see :func:`arith_steps_valid`);
+- balance score per query ``bs_i = min(n'_i / n*, 1) * (n'_i / n_i)``, as the released code
+  (hkust-nlp/B-STaR, ``cal_modi_acc_soft``) computes it: ``n_i`` the distinct selected samples
+  (identical texts merged), ``n'_i`` those whose FINAL ANSWER is right, ``n* = 8``, and the mean
+  taken over the queries with at least one selected sample. (The released code also caps the
+  selections per query to reach a target set size and adds the reference solution; neither is done
+  here.)
 
 Pure Python: no torch.
 """
@@ -81,7 +84,8 @@ class Scored:
 
 
 def balance_score(n_correct: int, n_selected: int, n_star: int = N_STAR) -> float:
-    """``min(n'/n*, 1) * (n'/n)`` for one query (0 when nothing is selected)."""
+    """``min(n'/n*, 1) * (n'/n)`` for one query (0 when nothing is selected; :func:`measure` leaves
+    such queries out of the mean)."""
     if n_star < 1:
         raise ConfigError("n_star must be >= 1")
     if n_selected <= 0:
@@ -102,9 +106,10 @@ class BStarStats:
     selected: int
     selected_distinct: int
     exploitation: float
-    balance: float
+    balance: float  # mean over the ``balance_queries`` queries with a selected sample
     threshold: float
     temperature: float | None = None
+    balance_queries: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -114,14 +119,15 @@ def measure(groups: Sequence[Sequence[Scored]], *, threshold: float = 1.0, n_sta
             temperature: float | None = None, canonical: Any = None) -> BStarStats:
     """B-STaR measures over ``groups`` (one list of samples per query); a sample is *selected*
     when its :meth:`Scored.score` is >= ``threshold`` (1.0: right final answer; 1.5: right answer and
-    valid steps). ``canonical`` maps an answer to its comparison form (default: stripped text)."""
+    valid steps) and identical selected texts count once. ``canonical`` maps an answer to its
+    comparison form (default: stripped text). ``balance`` is 0.0 when no query has a selected sample."""
     canon = canonical or (lambda a: str(a).strip())
     q = len(groups)
     if q == 0:
         raise ConfigError("no queries to measure")
     n_samples = sum(len(g) for g in groups)
     passed = acc = ans = paths = 0.0
-    sel = sel_distinct = sel_true = 0
+    sel = sel_distinct = sel_true = bs_queries = 0
     bs = 0.0
     for g in groups:
         passed += any(s.answer_correct for s in g)
@@ -132,15 +138,17 @@ def measure(groups: Sequence[Sequence[Scored]], *, threshold: float = 1.0, n_sta
         for s in g:
             if s.score() >= threshold:
                 sel += 1
-                chosen.setdefault(path_key(s.text), s)
+                chosen.setdefault(s.text, s)  # the released code merges identical outputs only
         n_i = len(chosen)
-        n_ok = sum(s.correct for s in chosen.values())
         sel_distinct += n_i
-        sel_true += n_ok
-        bs += balance_score(n_ok, n_i, n_star)
+        sel_true += sum(s.correct for s in chosen.values())
+        if n_i:
+            bs_queries += 1
+            bs += balance_score(sum(s.answer_correct for s in chosen.values()), n_i, n_star)
     return BStarStats(
         queries=q, samples=n_samples, pass_at_k=passed / q, sample_accuracy=acc / q,
         distinct_correct_answers=ans / q, distinct_correct_paths=paths / q, selected=sel,
         selected_distinct=sel_distinct, exploitation=(sel_true / sel_distinct) if sel_distinct else 0.0,
-        balance=bs / q, threshold=threshold, temperature=temperature,
+        balance=bs / bs_queries if bs_queries else 0.0, threshold=threshold, temperature=temperature,
+        balance_queries=bs_queries,
     )
