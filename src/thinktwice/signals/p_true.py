@@ -9,10 +9,12 @@ The prompt keeps the paper's option lines and trailing cue (METHODS §2.4)::
      (B) False
     The proposed answer is:
 
-Score = ``P(A) / (P(A) + P(B))`` read from the top logprobs of the first generated position that
-puts mass on an option, summing spellings (``" (A"``, ``"A"``, ``" A"``, ``"(A"``, ``"A)"`` and the
-words ``True``/``False``). When the backend reports no top logprobs, ``samples`` verdicts are drawn
-at temperature 1 and the score is the share of A among the parsed ones.
+Score = ``P(A) / (P(A) + P(B))`` read from the top logprobs at the decision position: the first
+generated token that is not only ``"("`` or whitespace (a model that writes ``" ("`` then ``"B"``
+decides at the second token; the alternatives of ``" ("`` say nothing about A vs B). Spellings are
+summed (``" (A"``, ``"A"``, ``" A"``, ``"(A"``, ``"A)"`` and the words ``True``/``False``), case
+sensitively, so the article ``" a"`` is not option A. When the backend reports no top logprobs,
+``samples`` verdicts are drawn at temperature 1 and the score is the share of A among the parsed ones.
 
 Cost per distinct prompt (identical prompts are asked once): with logprobs 1 call, at most 2
 generated tokens; without, ``samples`` sequences of at most 4 tokens (one call where the backend
@@ -37,26 +39,28 @@ __all__ = ["PROMPT_VERSION", "PTrue", "PTrueConfig", "PTrueContext", "option_pro
 
 PROMPT_VERSION = "p-true-1"
 
-_VERDICT = re.compile(r"^\s*\(?\s*(A|B|True|False)\b", re.IGNORECASE)
+_VERDICT = re.compile(r"^\s*\(?\s*(A|B|True|False)\b")
+_OPTIONS = {"A": "A", "True": "A", "B": "B", "False": "B"}
 
 
 def _option(token: str) -> str | None:
-    """'A' or 'B' when ``token`` is a spelling of option (A)/True or (B)/False, else None."""
-    t = token.strip().lstrip("(").strip().rstrip(").:").strip().lower()
-    if t in ("a", "true"):
-        return "A"
-    if t in ("b", "false"):
-        return "B"
-    return None
+    """'A' or 'B' when ``token`` spells option (A)/True or (B)/False (case-sensitive), else None."""
+    return _OPTIONS.get(token.strip().lstrip("(").strip().rstrip(").:").strip())
+
+
+def _is_lead(token: str) -> bool:
+    """True for a token that only opens the verdict ("(", " (", whitespace) without deciding it."""
+    return not token.replace("(", "").strip()
 
 
 def option_probability(sample: Sample, max_positions: int = 2) -> float:
-    """``P(A)/(P(A)+P(B))`` from the first position (of ``max_positions``) whose top logprobs put mass
-    on an option; falls back to the chosen token's spelling (1 or 0); NaN when neither works."""
-    for stat in (sample.tokens or ())[:max_positions]:
+    """``P(A)/(P(A)+P(B))`` at the decision position: the first of ``max_positions`` generated tokens
+    that is not a lead-in ("(" or whitespace). Reads its top logprobs (the chosen token alone when
+    there are none); falls back to the text's verdict (1 or 0); NaN when neither works."""
+    stat = next((t for t in (sample.tokens or ())[:max_positions] if not _is_lead(t.token)), None)
+    if stat is not None:
         pa = pb = 0.0
-        alts = stat.top or ((stat.token, stat.logprob),)
-        for tok, lp in alts:
+        for tok, lp in stat.top or ((stat.token, stat.logprob),):
             o = _option(tok)
             if o == "A":
                 pa += math.exp(lp)
