@@ -44,6 +44,7 @@ def register(app: typer.Typer) -> None:
         store: Path | None = StoreOpt,
         as_json: bool = typer.Option(False, "--json", help="Print JSON."),
         rows: int = typer.Option(50, "--rows", help="Per-problem rows to print."),
+        tracebacks: bool = typer.Option(False, "--tracebacks", help="Print the traceback of each failed problem."),
     ) -> None:
         """Show one run: its config, accuracy, compute and per-problem decisions."""
         from thinktwice.eval.stats import wilson_ci
@@ -54,8 +55,9 @@ def register(app: typer.Typer) -> None:
             info = st.get_run(run)
             decisions = st.decisions(run)
             problems = {p.id: p for p in st.problems(run)}
-            events = st.events(run)
+            events = st.event_records(run)
             counts = st.sample_counts(run)
+            logged = st.calls(run)
         graded = [d for d in decisions if d.correct is not None]
         k = sum(bool(d.correct) for d in graded)
         lo, hi = wilson_ci(k, len(graded))
@@ -67,7 +69,9 @@ def register(app: typer.Typer) -> None:
                 "git_sha": info.git_sha, "problems": len(problems), "decided": len(decisions),
                 "samples": sum(counts.values()),
                 "accuracy": k / len(graded) if graded else None, "ci95": [lo, hi], "usage": total.to_dict(),
-                "events": [{"problem": p, "kind": kd, "message": m} for p, kd, m in events],
+                "events": [{"problem": e.problem_id, "kind": e.kind, "message": e.message, "detail": e.detail}
+                           for e in events],
+                "logged_calls": {pid: sum(len(v) for v in keys.values()) for pid, keys in logged.items()},
                 "decisions": [{"problem": d.problem_id, "answer": d.answer, "gold": problems[d.problem_id].gold
                                if d.problem_id in problems else None, "correct": d.correct,
                                "confidence": d.confidence, "usage": d.usage.to_dict(),
@@ -94,5 +98,15 @@ def register(app: typer.Typer) -> None:
                           str(d.usage.calls), str(d.usage.completion_tokens), str(d.stopped_because))
         if decisions:
             out.print(table)
-        for p, kd, m in events[:20]:
-            out.print(f"[yellow]{escape(kd)}[/yellow] {escape(p or '')}: {escape(m)}")
+        if logged:
+            n_calls = sum(len(v) for keys in logged.values() for v in keys.values())
+            out.print(f"logged calls of undecided problems: {n_calls} over {len(logged)} problem(s) "
+                      "(reused by --resume)")
+        for e in events[:20]:
+            out.print(f"[yellow]{escape(e.kind)}[/yellow] {escape(e.problem_id or '')}: {escape(e.message)}")
+            if tracebacks and e.detail:
+                out.print(escape(e.detail.rstrip()), highlight=False)
+        if len(events) > 20:
+            out.print(f"... {len(events) - 20} more events (--json lists them all)")
+        if not tracebacks and any(e.detail for e in events):
+            out.print(f"tracebacks: thinktwice show {info.id} --tracebacks")

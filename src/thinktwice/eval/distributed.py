@@ -227,9 +227,14 @@ async def evaluate_ray(
                 finished.add(pid)
                 counters["correct"] += int(bool(correct))
                 spent[0] = spent[0] + decision.usage
+            elif it[0] == "call":
+                _, pid, key, seq, samples = it
+                if pid not in finished:
+                    store.put_call(run_id, pid, key, seq, samples)
+                continue
             elif it[0] == "event":
-                _, pid, kind, message = it
-                store.add_event(run_id, kind, message, pid)
+                _, pid, kind, message, detail = it
+                store.add_event(run_id, kind, message, pid, detail=detail)
                 if kind == "problem-failed" and pid is not None and pid not in finished:
                     finished.add(pid)
                     errors[pid] = message
@@ -247,9 +252,13 @@ async def evaluate_ray(
     if todo:
         n_workers = _workers(ray_config)
         parts = shard(todo, ray_config.shards or 4 * n_workers)
-        await _drive(spec, api_key, concurrency, ray_config, parts,
-                     lambda part: ([p for p in part if p.id not in finished], None), "run_eval",
-                     lambda _: (seed, concurrency, budget), on_items, on_worker_pid, n_workers)
+        def remaining(part: list[Problem]) -> tuple[list[Problem], Any]:
+            left = [p for p in part if p.id not in finished]
+            logged = store.calls(run_id)  # calls an earlier attempt paid for: the worker serves them again
+            return left, {p.id: logged[p.id] for p in left if p.id in logged}
+
+        await _drive(spec, api_key, concurrency, ray_config, parts, remaining, "run_eval",
+                     lambda calls: (seed, concurrency, budget, calls), on_items, on_worker_pid, n_workers)
     rows: list[ProblemResult] = []
     by_id = {d.problem_id: d for d in store.decisions(run_id)}
     for p in problems:
@@ -307,8 +316,8 @@ async def draw_pool_ray(
                     state["done"] += 1
                 report()
             elif it[0] == "event":
-                _, pid, kind, message = it
-                store.add_event(run_id, kind, message, pid)
+                _, pid, kind, message, detail = it
+                store.add_event(run_id, kind, message, pid, detail=detail)
                 if kind == "problem-failed" and pid is not None:
                     failed.add(pid)
 

@@ -98,6 +98,26 @@ def m001_initial(db: sqlite3.Connection) -> None:
     )
 
 
+@migration
+def m002_call_log_and_event_detail(db: sqlite3.Connection) -> None:
+    """``calls``: every model call's samples as they arrive (kept until the problem's decision is stored, so a
+    killed run resumes without paying for them again); ``events.detail``: a failure's traceback."""
+    db.executescript(
+        """
+        CREATE TABLE IF NOT EXISTS calls (
+            run_id INTEGER NOT NULL,
+            problem_id TEXT NOT NULL,
+            key TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            samples BLOB NOT NULL,
+            created REAL NOT NULL,
+            PRIMARY KEY (run_id, problem_id, key, seq)
+        );
+        ALTER TABLE events ADD COLUMN detail TEXT;
+        """
+    )
+
+
 def apply(db: sqlite3.Connection) -> list[str]:
     """Apply pending migrations in order; returns the names applied."""
     db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied REAL NOT NULL)")

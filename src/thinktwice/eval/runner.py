@@ -2,25 +2,33 @@
 
 The harness knows nothing about any particular strategy. Each finished problem is written to the
 store in one transaction (decision plus its candidates), so a killed run resumes from where it
-stopped with no duplicated and no missing problems. A problem whose model calls fail after the
-backend's retries is recorded as an event and reported, never silently dropped.
+stopped with no duplicated and no missing problems. Every model call's samples are stored as they
+arrive (:class:`~thinktwice.eval.call_log.CallLog`), so a kill mid-problem loses nothing already paid
+for and the resumed run reuses them. A problem that fails, whether its model calls fail after the
+backend's retries or the strategy or grader raises anything unexpected (a bug), is recorded as an
+event with its traceback and counted as failed; it never ends the run for the other problems.
+Only errors that would fail every problem the same way (a rejected key, a missing capability) stop
+the run.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import traceback
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from thinktwice.errors import AuthenticationError, BackendError, CapabilityError
+from thinktwice.errors import AuthenticationError, BackendError, ConfigError
+from thinktwice.eval.call_log import CallLog
 from thinktwice.eval.stats import wilson_ci
 from thinktwice.eval.store import RunStore
 from thinktwice.lm.base import Backend
 from thinktwice.strategies.base import Strategy
 from thinktwice.tasks.base import Query, Task
-from thinktwice.types import Budget, Decision, Problem, Usage
+from thinktwice.types import Budget, Decision, Problem, TraceStep, Usage
 
 __all__ = ["evaluate", "EvalResult", "ProblemResult", "problem_seed", "Progress"]
 
@@ -90,6 +98,11 @@ def problem_seed(seed: int, problem_id: str) -> int:
     return zlib.crc32(f"{seed}:{problem_id}".encode()) & 0x7FFFFFFF
 
 
+def _one_line(text: str, limit: int = 300) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
 def _grade_candidates(task: Task, decision: Decision, problem: Problem) -> list[bool | None]:
     return [task.grade(c.answer, problem) if c.answer is not None else False for c in decision.candidates]
 
@@ -120,34 +133,49 @@ async def evaluate(
             prior[d.problem_id] = ProblemResult(d.problem_id, d.answer, golds.get(d.problem_id), d.correct,
                                                 d.usage, d.stopped_because or "done")
     todo = [p for p in problems if p.id not in done]
+    logged = store.calls(run_id) if (store is not None and run_id is not None and todo) else {}
     results: dict[str, ProblemResult] = {}
     sem = asyncio.Semaphore(max(1, concurrency))
     counters = {"done": len(prior), "correct": sum(bool(r.correct) for r in prior.values()), "failed": 0}
     spent = [Usage.total([r.usage for r in prior.values()])]
     fatal: list[BaseException] = []
 
+    def failed(problem: Problem, msg: str, detail: str | None) -> None:
+        if store is not None and run_id is not None:
+            store.add_event(run_id, "problem-failed", msg, problem.id, detail=detail)
+        results[problem.id] = ProblemResult(problem.id, None, problem.gold, None, Usage(), "error", msg)
+        counters["failed"] += 1
+
     async def one(problem: Problem) -> None:
         async with sem:
             if fatal:
                 return
             query = Query.from_task(task, problem)
+            calls: Backend = backend
+            if store is not None and run_id is not None:
+                calls = CallLog(backend, store, run_id, problem.id, logged.get(problem.id))
             try:
-                decision = await strategy.run(query, backend, budget, seed=problem_seed(seed, problem.id))
-            except (AuthenticationError, CapabilityError) as e:
+                decision = await strategy.run(query, calls, budget, seed=problem_seed(seed, problem.id))
+                correct = task.grade(decision.answer, problem)
+                candidate_correct = _grade_candidates(task, decision, problem)
+            except (AuthenticationError, ConfigError) as e:  # the same for every problem: stop the run
                 fatal.append(e)
                 return
             except BackendError as e:
                 msg = f"{type(e).__name__}: {e}"
                 log.warning("problem %s failed: %s", problem.id, msg)
-                if store is not None and run_id is not None:
-                    store.add_event(run_id, "problem-failed", msg, problem.id)
-                results[problem.id] = ProblemResult(problem.id, None, problem.gold, None, Usage(), "error", msg)
-                counters["failed"] += 1
+                failed(problem, msg, None)
+            except Exception as e:  # noqa: BLE001 (a bug in one problem must not end the run for the others)
+                msg = f"{type(e).__name__}: {_one_line(str(e))}"
+                log.error("problem %s failed with an unexpected error (recorded with its traceback): %s",
+                          problem.id, msg)
+                failed(problem, msg, traceback.format_exc())
             else:
-                correct = task.grade(decision.answer, problem)
+                if isinstance(calls, CallLog) and calls.reused_calls:
+                    decision = dataclasses.replace(decision, trace=decision.trace + (TraceStep(
+                        "resumed", {"reused_calls": calls.reused_calls, "reused_samples": calls.reused_samples}),))
                 if store is not None and run_id is not None:
-                    store.put_decision(run_id, problem.id, decision, correct,
-                                       candidate_correct=_grade_candidates(task, decision, problem))
+                    store.put_decision(run_id, problem.id, decision, correct, candidate_correct=candidate_correct)
                 results[problem.id] = ProblemResult(problem.id, decision.answer, problem.gold, correct,
                                                     decision.usage, decision.stopped_because)
                 counters["correct"] += int(correct)

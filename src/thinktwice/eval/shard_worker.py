@@ -41,8 +41,17 @@ class _Sink:
     """Stands in for the RunStore inside a shard: reads answer from the driver's snapshot, writes
     are forwarded to the driver as tuples."""
 
-    def __init__(self, queue: asyncio.Queue[tuple[Any, ...]], counts: dict[str, int] | None = None) -> None:
-        self.queue, self.counts = queue, dict(counts or {})
+    def __init__(self, queue: asyncio.Queue[tuple[Any, ...]], counts: dict[str, int] | None = None,
+                 calls: dict[str, dict[str, list[list[Any]]]] | None = None) -> None:
+        self.queue, self.counts, self._calls = queue, dict(counts or {}), dict(calls or {})
+
+    def calls(self, run_id: int, problem_id: str | None = None) -> dict[str, dict[str, list[list[Any]]]]:
+        if problem_id is not None:
+            return {problem_id: self._calls[problem_id]} if problem_id in self._calls else {}
+        return dict(self._calls)
+
+    def put_call(self, run_id: int, problem_id: str, key: str, seq: int, samples: Sequence[Any]) -> None:
+        self.queue.put_nowait(("call", problem_id, key, seq, list(samples)))
 
     def done_problems(self, run_id: int) -> set[str]:
         return set()
@@ -62,8 +71,9 @@ class _Sink:
                     correct: Sequence[bool | None], start: int = 0, stage: str = "sample") -> None:
         self.queue.put_nowait(("samples", problem_id, start, list(samples), list(answers), list(correct), stage))
 
-    def add_event(self, run_id: int, kind: str, message: str, problem_id: str | None = None) -> None:
-        self.queue.put_nowait(("event", problem_id, kind, message))
+    def add_event(self, run_id: int, kind: str, message: str, problem_id: str | None = None, *,
+                  detail: str | None = None) -> None:
+        self.queue.put_nowait(("event", problem_id, kind, message, detail))
 
 
 class ShardWorker:
@@ -85,7 +95,7 @@ class ShardWorker:
         return os.getpid()
 
     def run_eval(self, problems: list[Problem], seed: int, concurrency: int,
-                 budget: Budget | None) -> Any:
+                 budget: Budget | None, calls: dict[str, Any] | None = None) -> Any:
         from thinktwice.eval.runner import evaluate
         from thinktwice.strategies import create_strategy
 
@@ -99,7 +109,7 @@ class ShardWorker:
                 if "every problem failed" not in str(e):  # the per-problem failures were forwarded
                     raise
 
-        yield from self._stream(work, None)
+        yield from self._stream(work, None, calls)
 
     def run_pool(self, problems: list[Problem], counts: dict[str, int], config: PoolConfig) -> Any:
         from thinktwice.eval.pool import draw_pool
@@ -109,11 +119,12 @@ class ShardWorker:
 
         yield from self._stream(work, counts)
 
-    def _stream(self, work: Callable[[_Sink], Any], counts: dict[str, int] | None) -> Any:
+    def _stream(self, work: Callable[[_Sink], Any], counts: dict[str, int] | None,
+                calls: dict[str, Any] | None = None) -> Any:
         loop = self.loop
         yield [("pid", os.getpid())]
         queue: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
-        sink = _Sink(queue, counts)
+        sink = _Sink(queue, counts, calls)
 
         async def main() -> None:
             try:

@@ -25,7 +25,12 @@ from thinktwice.errors import StoreError
 from thinktwice.eval import migrations
 from thinktwice.types import Decision, Problem, Sample, TokenStat, Usage
 
-__all__ = ["RunStore", "RunInfo", "StoredSample", "StoredDecision", "git_sha"]
+__all__ = ["Event", "RunStore", "RunInfo", "StoredSample", "StoredDecision", "git_sha"]
+
+DONE, WITH_FAILURES, FAILED = "done", "completed-with-failures", "failed"
+FINAL_STATUSES = (DONE, WITH_FAILURES, FAILED)
+"""A run ends ``done`` (every problem finished), ``completed-with-failures`` (some problems failed and are
+recorded in its events; ``--resume`` retries them) or ``failed`` (the run itself stopped)."""
 
 _EXPECTED_TABLES = {"runs", "problems", "samples", "decisions", "scores", "events"}
 
@@ -58,6 +63,17 @@ class StoredSample:
     sample: Sample
     answer: str | None
     correct: bool | None
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something that went wrong in a run: a failed problem, a retried call. ``detail`` is the traceback."""
+
+    problem_id: str | None
+    kind: str
+    message: str
+    created: float
+    detail: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,7 +247,7 @@ class RunStore:
         return [self._row_to_run(r) for r in self.db.execute(f"SELECT {self._RUN_COLS} FROM runs ORDER BY id")]
 
     def set_status(self, run_id: int, status: str) -> None:
-        finished = time.time() if status in ("done", "failed") else None
+        finished = time.time() if status in FINAL_STATUSES else None
         with self._tx() as db:
             db.execute("UPDATE runs SET status=?, finished=?, owner=CASE WHEN ? IS NULL THEN owner ELSE NULL END"
                        " WHERE id=?", (status, finished, finished, run_id))
@@ -342,6 +358,7 @@ class RunStore:
         )
         with self._tx() as db:
             db.execute("DELETE FROM samples WHERE run_id=? AND problem_id=?", (run_id, problem_id))
+            db.execute("DELETE FROM calls WHERE run_id=? AND problem_id=?", (run_id, problem_id))
             db.executemany(self._SAMPLE_INSERT, rows)
             db.execute(
                 "INSERT OR REPLACE INTO decisions(run_id, problem_id, answer, correct, confidence, chosen, usage,"
@@ -395,12 +412,48 @@ class RunStore:
             out.setdefault((pid, int(idx)), {})[sig] = float("nan") if val is None else float(val)
         return out
 
-    def add_event(self, run_id: int, kind: str, message: str, problem_id: str | None = None) -> None:
-        """Record something that went wrong (a failed problem, a retried call) so it is not lost."""
+    def add_event(self, run_id: int, kind: str, message: str, problem_id: str | None = None, *,
+                  detail: str | None = None) -> None:
+        """Record something that went wrong (a failed problem, a retried call) so it is not lost;
+        ``detail`` keeps the long form (a traceback)."""
         with self._tx() as db:
-            db.execute("INSERT INTO events(run_id, problem_id, kind, message, created) VALUES (?,?,?,?,?)",
-                       (run_id, problem_id, kind, message, time.time()))
+            db.execute("INSERT INTO events(run_id, problem_id, kind, message, created, detail) VALUES (?,?,?,?,?,?)",
+                       (run_id, problem_id, kind, message, time.time(), detail))
 
     def events(self, run_id: int) -> list[tuple[str | None, str, str]]:
-        rows = self.db.execute("SELECT problem_id, kind, message FROM events WHERE run_id=? ORDER BY rowid", (run_id,))
-        return [(r[0], r[1], r[2]) for r in rows]
+        """(problem, kind, one-line message) of every event, oldest first."""
+        return [(e.problem_id, e.kind, e.message) for e in self.event_records(run_id)]
+
+    def event_records(self, run_id: int) -> list[Event]:
+        """Every event of ``run_id`` with its detail (traceback), oldest first."""
+        has_detail = "detail" in {r[1] for r in self.db.execute("PRAGMA table_info(events)")}
+        cols = "problem_id, kind, message, created" + (", detail" if has_detail else ", NULL")
+        rows = self.db.execute(f"SELECT {cols} FROM events WHERE run_id=? ORDER BY rowid", (run_id,))
+        return [Event(r[0], r[1], r[2], float(r[3]), r[4]) for r in rows]
+
+    # -- the call log -------------------------------------------------------------------------
+    def put_call(self, run_id: int, problem_id: str, key: str, seq: int, samples: Sequence[Sample]) -> None:
+        """Store one model call's samples as soon as they arrive (idempotent on (key, seq))."""
+        blob = zlib.compress(json.dumps([s.to_dict() for s in samples], separators=(",", ":")).encode(), 6)
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO calls(run_id, problem_id, key, seq, samples, created) VALUES (?,?,?,?,?,?)",
+                       (run_id, problem_id, key, seq, blob, time.time()))
+
+    def calls(self, run_id: int, problem_id: str | None = None) -> dict[str, dict[str, list[list[Sample]]]]:
+        """Logged calls not yet folded into a decision: problem -> call key -> the samples of each call, in
+        ``seq`` order. Empty for a store written before the call log existed."""
+        if not self._has_table("calls"):
+            return {}
+        q = "SELECT problem_id, key, samples FROM calls WHERE run_id=?"
+        args: tuple[Any, ...] = (run_id,)
+        if problem_id is not None:
+            q += " AND problem_id=?"
+            args = (run_id, problem_id)
+        out: dict[str, dict[str, list[list[Sample]]]] = {}
+        for pid, key, blob in self.db.execute(q + " ORDER BY problem_id, key, seq", args):
+            samples = [Sample.from_dict(d) for d in json.loads(zlib.decompress(blob))]
+            out.setdefault(pid, {}).setdefault(key, []).append(samples)
+        return out
+
+    def _has_table(self, name: str) -> bool:
+        return self.db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)).fetchone() is not None
