@@ -51,8 +51,9 @@ def _budget(tokens: int | None, calls: int | None) -> Any:
 
 
 def run_eval(spec: dict[str, Any], *, store_path: Path, resume: int | None, api_key: str | None,
-             show_rows: int = 50, json_out: bool = False, ray: Any = None) -> int:
-    """Build everything from ``spec``, run (or resume) the eval, print the report; returns the run id.
+             show_rows: int = 50, json_out: bool = False, ray: Any = None) -> tuple[int, int]:
+    """Build everything from ``spec``, run (or resume) the eval, print the report; returns the run id and
+    the number of failed problems (the run's status is then ``completed-with-failures``).
 
     With ``ray`` (a :class:`thinktwice.eval.distributed.RayConfig`) the problems are sharded over a
     Ray cluster; the backend is then built on the workers only.
@@ -60,7 +61,7 @@ def run_eval(spec: dict[str, Any], *, store_path: Path, resume: int | None, api_
     import time
 
     from thinktwice.eval.runner import evaluate
-    from thinktwice.eval.store import RunStore
+    from thinktwice.eval.store import DONE, FAILED, WITH_FAILURES, RunStore
     from thinktwice.registry import tasks
     from thinktwice.strategies import create_strategy
 
@@ -95,15 +96,15 @@ def run_eval(spec: dict[str, Any], *, store_path: Path, resume: int | None, api_
             run_id = resume
             store.claim_run(run_id)
         err.print(f"run {run_id} -> {store_path}")
-        bar = progress_bar("eval", "acc {task.fields[acc]}", "{task.fields[tps]} tok/s")
+        bar = progress_bar("eval", "acc {task.fields[acc]}", "{task.fields[failed]}", "{task.fields[tps]} tok/s")
         t0 = time.perf_counter()
         with bar:
-            tid = bar.add_task("eval", total=len(problems), acc="-", tps="-")
+            tid = bar.add_task("eval", total=len(problems), acc="-", failed="", tps="-")
 
             def on_progress(p: Any) -> None:
                 acc = f"{p.correct / max(1, p.done - p.failed):.3f}"
                 tps = f"{p.usage.completion_tokens / max(1e-9, time.perf_counter() - t0):.0f}"
-                bar.update(tid, completed=p.done, acc=acc, tps=tps)
+                bar.update(tid, completed=p.done, acc=acc, tps=tps, failed=f"[red]{p.failed} failed" if p.failed else "")
 
             async def go() -> Any:
                 if backend is None:
@@ -125,16 +126,16 @@ def run_eval(spec: dict[str, Any], *, store_path: Path, resume: int | None, api_
             try:
                 result = run_async(go())
             except BaseException:
-                store.set_status(run_id, "failed")
+                store.set_status(run_id, FAILED)
                 raise
             finally:
                 if ray is not None and owns_ray:
                     import ray as ray_mod
 
                     ray_mod.shutdown()
-        store.set_status(run_id, "done" if result.failed == 0 else "partial")
+        store.set_status(run_id, DONE if result.failed == 0 else WITH_FAILURES)
         _print_result(result, spec, run_id, show_rows, json_out)
-    return run_id
+    return run_id, result.failed
 
 
 def _print_result(result: Any, spec: dict[str, Any], run_id: int, show_rows: int, json_out: bool) -> None:
@@ -162,15 +163,15 @@ def _print_result(result: Any, spec: dict[str, Any], run_id: int, show_rows: int
     if len(result.rows) > show_rows:
         rows.caption = f"... {len(result.rows) - show_rows} more problems (thinktwice show {run_id})"
     out.print(rows)
-    summary = Table(show_header=True)
-    for col in ("accuracy", "95% CI", "n", "failed", "calls/problem", "prompt tok/problem", "gen tok/problem"):
-        summary.add_column(col, justify="right")
+    summary = Table(show_header=True, caption="calls and tokens per problem")
+    for col in ("accuracy", "95% CI", "n", "failed", "calls", "prompt tok", "gen tok"):
+        summary.add_column(col, justify="right", no_wrap=True)
     summary.add_row(f"{result.accuracy:.3f}", f"[{lo:.3f}, {hi:.3f}]", str(result.n), str(result.failed),
                     f"{u.calls / n:.1f}", f"{u.prompt_tokens / n:.0f}", f"{u.completion_tokens / n:.0f}")
     out.print(summary)
     if result.failed:
-        err.print(f"[yellow]{result.failed} problem(s) failed after retries; "
-                  f"`thinktwice eval --resume {run_id}` retries them")
+        err.print(f"[yellow]{result.failed} problem(s) failed (run {run_id} is completed-with-failures; "
+                  f"`thinktwice show {run_id}` lists the errors, `thinktwice eval --resume {run_id}` retries them)")
 
 
 def register(app: typer.Typer) -> None:
@@ -222,5 +223,7 @@ def register(app: typer.Typer) -> None:
                 "budget_calls": budget_calls,
             }
         key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
-        run_eval(spec, store_path=store_path, resume=resume, api_key=key, show_rows=show_rows, json_out=json_out,
-                 ray=ray_config(ray_address, shards, ray_workers, ray_cpus, ray_gpus))
+        _, failed = run_eval(spec, store_path=store_path, resume=resume, api_key=key, show_rows=show_rows,
+                             json_out=json_out, ray=ray_config(ray_address, shards, ray_workers, ray_cpus, ray_gpus))
+        if failed:
+            raise typer.Exit(1)

@@ -51,7 +51,8 @@ def ray_config(address: str | None, shards: int | None, workers: int | None, cpu
 def run_sample_ray(spec: dict[str, Any], *, store_path: Path, resume: int | None, api_key: str | None,
                    ray: Any) -> int:
     """``thinktwice sample`` on Ray: create (or resume) the pool run of ``spec`` and draw every missing
-    sample on the cluster's workers; the driver stores each round. Returns the run id."""
+    sample on the cluster's workers; the driver stores each round. Returns the number of problems left
+    incomplete."""
     import os
     import types
 
@@ -59,7 +60,7 @@ def run_sample_ray(spec: dict[str, Any], *, store_path: Path, resume: int | None
 
     from thinktwice.eval.distributed import connect, draw_pool_ray
     from thinktwice.eval.pool import PoolConfig, create_pool_run
-    from thinktwice.eval.store import RunStore
+    from thinktwice.eval.store import DONE, FAILED, WITH_FAILURES, RunStore
     from thinktwice.registry import tasks
 
     config = PoolConfig(**spec["pool"])
@@ -92,11 +93,11 @@ def run_sample_ray(spec: dict[str, Any], *, store_path: Path, resume: int | None
                     result = run_async(draw_pool_ray(spec, problems, store, run_id, config, ray_config=ray,
                                                      api_key=api_key, on_progress=on_progress))
                 except BaseException:
-                    store.set_status(run_id, "failed")
+                    store.set_status(run_id, FAILED)
                     raise
             counts = store.sample_counts(run_id)
             complete = sum(counts.get(p.id, 0) >= config.n for p in problems)
-            store.set_status(run_id, "done" if complete == len(problems) else "partial")
+            store.set_status(run_id, DONE if complete == len(problems) else WITH_FAILURES)
     finally:
         if owns:
             ray_mod.shutdown()
@@ -104,5 +105,6 @@ def run_sample_ray(spec: dict[str, Any], *, store_path: Path, resume: int | None
     out.print(f"run {run_id}: {complete}/{len(problems)} problems complete, {result.samples} samples drawn now "
               f"({result.completion_tokens} tokens, {rate:.0f} tok/s)")
     if result.failed:
-        err.print(f"[yellow]{len(result.failed)} problem(s) failed; `thinktwice sample --resume {run_id}` retries them")
-    return run_id
+        err.print(f"[yellow]{len(result.failed)} problem(s) failed (run {run_id} is completed-with-failures); "
+                  f"`thinktwice sample --resume {run_id}` retries them")
+    return len(problems) - complete

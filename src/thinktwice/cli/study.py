@@ -38,10 +38,12 @@ from thinktwice.errors import ConfigError
 __all__ = ["register", "run_sample"]
 
 
-def run_sample(spec: dict[str, Any], *, store_path: Path, resume: int | None, api_key: str | None) -> int:
-    """Create (or resume) a pool run from ``spec`` and draw every missing sample; returns the run id."""
+def run_sample(spec: dict[str, Any], *, store_path: Path, resume: int | None,
+               api_key: str | None) -> tuple[int, int]:
+    """Create (or resume) a pool run from ``spec`` and draw every missing sample; returns the run id and the
+    number of problems left incomplete (the run is then ``completed-with-failures``)."""
     from thinktwice.eval.pool import PoolConfig, create_pool_run, draw_pool
-    from thinktwice.eval.store import RunStore
+    from thinktwice.eval.store import DONE, FAILED, WITH_FAILURES, RunStore
     from thinktwice.registry import tasks
 
     config = PoolConfig(**spec["pool"])
@@ -77,17 +79,18 @@ def run_sample(spec: dict[str, Any], *, store_path: Path, resume: int | None, ap
             try:
                 result = run_async(go())
             except BaseException:
-                store.set_status(run_id, "failed")
+                store.set_status(run_id, FAILED)
                 raise
         counts = store.sample_counts(run_id)
         complete = sum(counts.get(p.id, 0) >= config.n for p in problems)
-        store.set_status(run_id, "done" if complete == len(problems) else "partial")
+        store.set_status(run_id, DONE if complete == len(problems) else WITH_FAILURES)
     rate = result.completion_tokens / result.seconds if result.seconds > 0 else 0.0
     out.print(f"run {run_id}: {complete}/{len(problems)} problems complete, {result.samples} samples drawn now "
               f"({result.completion_tokens} tokens, {rate:.0f} tok/s)")
     if result.failed:
-        err.print(f"[yellow]{len(result.failed)} problem(s) failed; `thinktwice sample --resume {run_id}` retries them")
-    return run_id
+        err.print(f"[yellow]{len(result.failed)} problem(s) failed (run {run_id} is completed-with-failures; "
+                  f"`thinktwice show {run_id}` lists the errors, `thinktwice sample --resume {run_id}` retries them)")
+    return run_id, len(problems) - complete
 
 
 def register(app: typer.Typer) -> None:
@@ -136,10 +139,12 @@ def register(app: typer.Typer) -> None:
         if ray_address is not None:  # sharded over a Ray cluster (docs/scale.md)
             from thinktwice.cli.scale import ray_config, run_sample_ray
 
-            run_sample_ray(spec, store_path=store_path, resume=resume, api_key=key,
-                           ray=ray_config(ray_address, shards, None, 1.0, 0.0))
-            return
-        run_sample(spec, store_path=store_path, resume=resume, api_key=key)
+            incomplete = run_sample_ray(spec, store_path=store_path, resume=resume, api_key=key,
+                                        ray=ray_config(ray_address, shards, None, 1.0, 0.0))
+        else:
+            _, incomplete = run_sample(spec, store_path=store_path, resume=resume, api_key=key)
+        if incomplete:
+            raise typer.Exit(1)
 
     @app.command("curve")
     def curve_cmd(

@@ -14,11 +14,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import traceback
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
-from thinktwice.errors import AuthenticationError, BackendError, CapabilityError, ConfigError
+from thinktwice.errors import AuthenticationError, BackendError, ConfigError
 from thinktwice.eval.store import RunStore
 from thinktwice.lm.base import Backend
 from thinktwice.tasks.base import Task
@@ -102,10 +103,14 @@ def sample_seed(seed: int, problem_id: str, index: int) -> int:
 
 def create_pool_run(store: RunStore, task: Task, backend: Backend, problems: Sequence[Problem],
                     config: PoolConfig, *, spec: dict[str, object] | None = None, name: str | None = None) -> int:
-    """Create a ``pool`` run recording the config and the task/prompt/grader versions."""
+    """Create a ``pool`` run recording the config, the task/prompt/grader versions and whether the backend
+    returns n samples per call (``native_n``: replays then bill one call and one prompt per round)."""
+    caps = getattr(backend, "capabilities", None)  # unknown when the backend lives on Ray workers only
     cfg: dict[str, object] = {**(spec or {}), "pool": config.to_dict(),
                               "prompt_version": getattr(task, "prompt_version", None),
-                              "grader_version": getattr(task, "grader_version", None)}
+                              "grader_version": getattr(task, "grader_version", None),
+                              # what the backend could do, so replays bill calls and prompt tokens as it would
+                              "native_n": None if caps is None else bool(caps.native_n and caps.max_n > 1)}
     run_id = store.create_run(kind="pool", config=cfg, task=getattr(task, "name", None),
                               task_version=getattr(task, "version", None), backend=getattr(backend, "name", None),
                               model=getattr(backend, "model", None), strategy=f"pool-{config.n}",
@@ -126,8 +131,9 @@ async def draw_pool(
 ) -> PoolResult:
     """Draw the samples each problem of ``run_id`` still lacks, up to ``config.n``.
 
-    A problem whose calls fail after the backend's retries is recorded as an event and skipped
-    (resume retries it); authentication and capability errors stop the whole draw.
+    A problem whose calls fail after the backend's retries, or that raises anything unexpected, is
+    recorded as an event (with its traceback) and skipped (resume retries it); authentication and
+    configuration errors (a missing capability) stop the whole draw.
     """
     have = store.sample_counts(run_id)
     caps = backend.capabilities
@@ -165,13 +171,20 @@ async def draw_pool(
                     state["drawn"] += len(samples)
                     state["tokens"] += sum(s.usage.completion_tokens for s in samples)
                     report()
-            except (AuthenticationError, CapabilityError) as e:
+            except (AuthenticationError, ConfigError) as e:  # the same for every problem: stop the draw
                 fatal.append(e)
                 return
             except BackendError as e:
                 msg = f"{type(e).__name__}: {e}"
                 log.warning("pool: problem %s failed: %s", problem.id, msg)
                 store.add_event(run_id, "problem-failed", msg, problem.id)
+                failed.append(problem.id)
+                return
+            except Exception as e:  # noqa: BLE001 (a bug in one problem must not end the draw for the others)
+                msg = f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"
+                log.error("pool: problem %s failed with an unexpected error (recorded with its traceback): %s",
+                          problem.id, msg)
+                store.add_event(run_id, "problem-failed", msg, problem.id, detail=traceback.format_exc())
                 failed.append(problem.id)
                 return
             if start >= config.n:
