@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from typer.testing import CliRunner
 
 from thinktwice.cli import app
@@ -73,3 +75,91 @@ def test_compare_offline_from_a_stored_pool(tmp_path):
     res = CliRunner().invoke(app, ["compare", "--task", "gsm8k", "--pool-run", "1", "--store", str(db),
                                    "--strategies", "self-refine"])
     assert res.exit_code != 0
+
+
+def _esc_pool(tmp_path, n_samples=10):
+    """A stored pool of 3 problems: one whose samples all agree (ESC stops after 5), two whose 10
+    samples hold 5 answers twice each (no window of 5 is ever unanimous: ESC reads all 10)."""
+    import asyncio
+
+    from thinktwice.eval.pool import PoolConfig, create_pool_run, draw_pool
+    from thinktwice.eval.store import RunStore
+    from thinktwice.lm.scripted import Reply, ScriptedBackend
+    from thinktwice.tasks.gsm8k import Gsm8kTask
+
+    data = tmp_path / "mini.jsonl"
+    data.write_text("\n".join(json.dumps({"question": f"What is {i} + {i}?", "answer": f"#### {2 * i}"})
+                              for i in range(1, 4)) + "\n")
+
+    def handler(prompt, params, index):
+        i = int(prompt.text().split("What is ")[-1].split(" +")[0])
+        answer = 2 * i if i == 1 else 2 * i + index % 5
+        return Reply(f"So the answer is {answer}.")
+
+    task = Gsm8kTask(path=data)
+    backend = ScriptedBackend(handler=handler)
+    problems = list(task.load())
+    db = tmp_path / "pool.db"
+    with RunStore(db) as store:
+        cfg = PoolConfig(n=n_samples, batch=n_samples)
+        run = create_pool_run(store, task, backend, problems, cfg, spec={"task_options": {"path": str(data)}})
+        asyncio.run(draw_pool(task, backend, problems, store, run, cfg))
+    return db, run, data
+
+
+def test_compare_baseline_never_spends_less_than_the_strategy(tmp_path):
+    db, run, data = _esc_pool(tmp_path)
+    res = CliRunner().invoke(app, ["compare", "--task", "gsm8k", "-T", f"path={json.dumps(str(data))}",
+                                   "--pool-run", str(run), "--store", str(db), "--strategies", "esc",
+                                   "--orders", "2", "--json"])
+    assert res.exit_code == 0, res.output
+    (row,) = json.loads(res.stdout[res.stdout.index("["):])
+    t = row["tokens_per_sample"]
+    assert row["gen_tokens"] == pytest.approx(25 / 3 * t)  # samples 5, 10, 10: 8.33 per problem
+    # round(8.33) = 8 would spend 8 t: the mixture of SC@8 and SC@9 spends exactly the strategy's tokens
+    assert row["matched_gen_tokens"] >= row["gen_tokens"] - 1e-9
+    assert row["matched_gen_tokens"] == pytest.approx(row["gen_tokens"], rel=1e-9)
+    assert (row["matched_k"], row["matched_capped"], row["matched_note"]) == (8, False, None)
+    assert row["matched_weight"] == pytest.approx(1 / 3)
+    assert row["matched_label"] == "SC@8/9 mix w=0.33"
+
+
+def test_compare_marks_a_baseline_capped_at_the_pool_size(tmp_path):
+    db, run, data = _esc_pool(tmp_path)
+    args = ["compare", "--task", "gsm8k", "-T", f"path={json.dumps(str(data))}", "--pool-run", str(run),
+            "--store", str(db), "--strategies", "esc,self-consistency", "--orders", "2", "--max-k", "6"]
+    res = CliRunner().invoke(app, [*args, "--json"])
+    assert res.exit_code == 0, res.output
+    rows = {r["strategy"]: r for r in json.loads(res.stdout[res.stdout.index("["):])}
+    for r in rows.values():  # both spend more than SC@6
+        assert r["matched_capped"] and r["matched_k"] == 6 and r["matched_weight"] == 0.0
+        assert r["matched_gen_tokens"] < r["gen_tokens"] and "capped at the pool size" in r["matched_note"]
+    res = CliRunner().invoke(app, [*args], env={"COLUMNS": "220"})
+    assert res.exit_code == 0, res.output
+    assert "SC@6 (capped)" in res.stdout and "spends FEWER tokens than the strategy" in res.stdout
+    # the baseline's own tokens sit beside the strategy's
+    line = next(x for x in res.stdout.splitlines() if x.lstrip("│ ").startswith("esc"))
+    assert f"{rows['esc']['gen_tokens']:.0f}" in line and f"{rows['esc']['matched_gen_tokens']:.0f} *" in line
+
+
+def test_live_compare_grows_the_pool_until_the_baseline_matches(tmp_path):
+    import asyncio
+
+    from thinktwice.cli.compare import run_compare
+    from thinktwice.lm.scripted import Reply, ScriptedBackend
+    from thinktwice.tasks.gsm8k import Gsm8kTask
+
+    data = tmp_path / "mini.jsonl"
+    data.write_text("\n".join(json.dumps({"question": f"What is {i} + {i}?", "answer": f"#### {2 * i}"})
+                              for i in range(1, 4)) + "\n")
+
+    def handler(prompt, params, index):  # problem 1 always agrees; the others never fill a unanimous window
+        i = int(prompt.text().split("What is ")[-1].split(" +")[0])
+        return Reply(f"So the answer is {2 * i if i == 1 else 2 * i + index % 5}.")
+
+    task = Gsm8kTask(path=data)
+    rows = asyncio.run(run_compare(task, list(task.load()), ["esc"], ScriptedBackend(handler=handler), orders=2))
+    (row,) = rows
+    # ESC reads 5, 40 and 40 samples: 28.3 samples' worth; the baseline mixes SC@28 and SC@29
+    assert row["matched_k"] == 28 and not row["matched_capped"]
+    assert row["matched_gen_tokens"] == pytest.approx(row["gen_tokens"], rel=1e-9)

@@ -1,11 +1,18 @@
 """``thinktwice compare``: several strategies on one task, each next to self-consistency at its own
 measured generated tokens (METHODS §1.5), in one table.
 
+The baseline spends exactly the strategy's generated tokens ``G`` per problem, never fewer: with
+``T(k)`` the pool's mean tokens of SC@k (the first k samples of each seeded order), it is SC@k
+when ``G = T(k)`` and otherwise the mixture of SC@k and SC@(k+1) with weight ``w`` on SC@(k+1)
+such that ``(1 - w) T(k) + w T(k+1) = G``, its accuracy interpolated per problem
+(:mod:`thinktwice.eval.matched`). Its own tokens are printed beside the strategy's; when the pool
+(or ``--max-k``) caps it below ``G`` the row is marked.
+
 Live (default): each strategy runs through the eval harness. The matched baselines come from one
 pool of self-consistency samples drawn once per problem: first one sample per problem (which
-measures the mean tokens per sample ``t``), then enough to reach the largest matched ``k``; each
-strategy's baseline is SC@k (``k = round(G / t)``) replayed from that pool over ``--orders`` seeded
-orders, and the difference is paired by problem with a bootstrap interval.
+estimates the tokens per sample), then enough to cover the largest strategy's tokens; each
+baseline is replayed from that pool over ``--orders`` seeded orders, and the difference is paired
+by problem with a bootstrap interval.
 
 Offline (``--pool-run R``): the strategies *and* their baselines are replayed from the stored
 samples of run R with common random orders, so the comparison is paired sample by sample and no
@@ -15,6 +22,7 @@ selection, adaptive stopping, DeepConf); the others are refused with a clear err
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -64,12 +72,11 @@ async def run_compare(
     if pool is not None:
         return await _compare_offline(task, problems, specs, pool, budget_tokens=budget_tokens, seed=seed,
                                       orders=orders, max_k=max_k)
-    from thinktwice.eval.matched import draw_pool, matched_k, paired_difference, replay_strategy
+    from thinktwice.eval.matched import draw_pool, matched_baseline, paired_difference, pool_sc_tokens
     from thinktwice.eval.runner import evaluate
     from thinktwice.eval.stats import wilson_ci
     from thinktwice.lm.pool import PoolSource
     from thinktwice.strategies import create_strategy
-    from thinktwice.strategies.self_consistency import SelfConsistency
     from thinktwice.types import Budget
 
     strategies = [create_strategy(s) for s in specs]  # fail on a bad name before any model call
@@ -91,61 +98,76 @@ async def run_compare(
         correct = [float(bool(by_id[p.id].correct)) if p.id in by_id else 0.0 for p in problems]
         measured.append((spec, res, correct, run_id))
 
+    n = max(1, len(problems))
+    seeds = [seed + i for i in range(orders)]
+    want = max(res.usage.completion_tokens / n for _, res, _, _ in measured)
     err.print("drawing the self-consistency pool for the matched baselines")
     pools = await draw_pool(task, backend, problems, 1, seed=seed + 1, concurrency=concurrency)
     t = PoolSource(pools).mean_completion_tokens() or 1.0
-    n = max(1, len(problems))
-    ks = [matched_k(res.usage.completion_tokens / n, t, max_k) for _, res, _, _ in measured]
-    k_pool = max(ks)
-    if k_pool > 1:
-        more = await draw_pool(task, backend, problems, k_pool - 1, seed=seed + 2, concurrency=concurrency)
-        pools = {pid: pools[pid] + more.get(pid, []) for pid in pools}
+    need = min(max_k, max(1, math.ceil(want / t) + 1))  # one more than k*t suggests: samples vary in length
+    for round_ in range(2, 6):  # grow the pool until SC at its size covers the largest strategy
+        have = min(len(v) for v in pools.values())
+        if need > have:
+            more = await draw_pool(task, backend, problems, need - have, seed=seed + round_, concurrency=concurrency)
+            pools = {pid: pools[pid] + more.get(pid, []) for pid in pools}
+            have = need
+        sc_tokens = await pool_sc_tokens(PoolSource(pools), task, problems, seeds=seeds, k_max=have)
+        if sc_tokens[-1] >= want or have >= max_k:
+            break
+        need = min(max_k, have + math.ceil((want - sc_tokens[-1]) / t) + 1)
     source = PoolSource(pools)
     rows = []
-    for (spec, res, correct, run_id), k in zip(measured, ks):
-        base = await replay_strategy(SelfConsistency(n=k), source, task, problems,
-                                     seeds=[seed + i for i in range(orders)])
-        diff = paired_difference(correct, base.accuracy, seed=seed)
+    for spec, res, correct, run_id in measured:
+        match, base = await matched_baseline(res.usage.completion_tokens / n, source, task, problems, seeds=seeds,
+                                             sc_tokens=sc_tokens)
+        diff = paired_difference(correct, base, seed=seed)
         lo, hi = wilson_ci(int(sum(correct)), len(correct))
         u = res.usage
         rows.append({
             "strategy": spec, "run": run_id, "n": len(correct), "accuracy": sum(correct) / n, "ci95": [lo, hi],
             "gen_tokens": u.completion_tokens / n, "prompt_tokens": u.prompt_tokens / n, "calls": u.calls / n,
-            "failed": res.failed, "matched_k": k, "tokens_per_sample": t,
-            "matched_accuracy": base.mean_accuracy, "matched_gen_tokens": base.per_problem("completion_tokens"),
+            "failed": res.failed, "tokens_per_sample": t, **_matched_fields(match, base),
             "delta": diff.delta, "delta_ci95": [diff.lo, diff.hi],
         })
     return rows
+
+
+def _matched_fields(match: Any, base: Any) -> dict[str, Any]:
+    """The baseline's columns of a result row: its sizes, mixture weight, own tokens, cap flag."""
+    import numpy as np
+
+    return {"matched_k": match.k, "matched_weight": match.weight, "matched_label": match.label,
+            "matched_gen_tokens": match.tokens, "matched_capped": match.capped, "matched_note": match.note,
+            "matched_accuracy": float(np.mean(base)) if len(base) else math.nan}
 
 
 async def _compare_offline(
     task: Any, problems: list[Any], specs: list[str], source: Any, *, budget_tokens: int | None, seed: int,
     orders: int, max_k: int,
 ) -> list[dict[str, Any]]:
-    from thinktwice.eval.matched import matched_k, paired_difference, replay_strategy
+    from thinktwice.eval.matched import matched_baseline, paired_difference, pool_sc_tokens, replay_strategy
     from thinktwice.eval.stats import bootstrap_ci
     from thinktwice.strategies import create_strategy
-    from thinktwice.strategies.self_consistency import SelfConsistency
     from thinktwice.types import Budget
 
     strategies = [create_strategy(s) for s in specs]
     budget = Budget(max_tokens=budget_tokens) if budget_tokens else None
     seeds = [seed + i for i in range(orders)]
     t = source.mean_completion_tokens() or 1.0
-    cap = min(max_k, source.min_size())
+    cap = max(1, min(max_k, source.min_size()))
+    sc_tokens = await pool_sc_tokens(source, task, problems, seeds=seeds, k_max=cap)
     rows = []
     for spec, strat in zip(specs, strategies):
         err.print(f"replaying {spec} on {len(problems)} problems x {orders} orders")
         res = await replay_strategy(strat, source, task, problems, seeds=seeds, budget=budget)
-        k = matched_k(res.per_problem("completion_tokens"), t, cap)
-        base = await replay_strategy(SelfConsistency(n=k), source, task, problems, seeds=seeds)
-        diff = paired_difference(res.accuracy, base.accuracy, seed=seed)
+        match, base = await matched_baseline(res.per_problem("completion_tokens"), source, task, problems,
+                                             seeds=seeds, sc_tokens=sc_tokens)
+        diff = paired_difference(res.accuracy, base, seed=seed)
         lo, hi = bootstrap_ci(res.accuracy, seed=seed)
         rows.append({
             "strategy": spec, "run": None, "n": len(problems), "accuracy": res.mean_accuracy, "ci95": [lo, hi],
             "gen_tokens": res.per_problem("completion_tokens"), "prompt_tokens": res.per_problem("prompt_tokens"),
-            "calls": res.per_problem("calls"), "failed": 0, "matched_k": k, "tokens_per_sample": t,
-            "matched_accuracy": base.mean_accuracy, "matched_gen_tokens": base.per_problem("completion_tokens"),
+            "calls": res.per_problem("calls"), "failed": 0, "tokens_per_sample": t, **_matched_fields(match, base),
             "delta": diff.delta, "delta_ci95": [diff.lo, diff.hi],
         })
     return rows
@@ -154,19 +176,27 @@ async def _compare_offline(
 def _print_rows(rows: list[dict[str, Any]], title: str) -> None:
     table = Table(title=title)
     for col in ("strategy", "accuracy ± 95% CI", "gen tok/problem", "prompt tok/problem", "calls/problem",
-                "matched SC k", "matched SC acc", "Δ vs matched [95% CI]"):
-        table.add_column(col, justify="left" if col == "strategy" else "right")
+                "matched SC", "SC gen tok/problem", "matched SC acc", "Δ vs matched [95% CI]"):
+        table.add_column(col, justify="left" if col in ("strategy", "matched SC") else "right")
     for r in rows:
         lo, hi = r["ci95"]
         dlo, dhi = r["delta_ci95"]
         colour = "green" if dlo > 0 else "red" if dhi < 0 else "white"
+        mark = " *" if r["matched_capped"] else ""
         table.add_row(
             escape(r["strategy"]), f"{r['accuracy']:.3f} [{lo:.3f}, {hi:.3f}]", f"{r['gen_tokens']:.0f}",
-            f"{r['prompt_tokens']:.0f}", f"{r['calls']:.1f}", str(r["matched_k"]), f"{r['matched_accuracy']:.3f}",
+            f"{r['prompt_tokens']:.0f}", f"{r['calls']:.1f}", escape(r["matched_label"]),
+            f"{r['matched_gen_tokens']:.0f}{mark}", f"{r['matched_accuracy']:.3f}",
             f"[{colour}]{r['delta']:+.3f} [{dlo:+.3f}, {dhi:+.3f}]",
         )
-    table.caption = (f"matched SC: k = round(gen tokens / {rows[0]['tokens_per_sample']:.0f} tokens per sample), "
-                     "replayed from one pool; Δ paired by problem") if rows else None
+    if rows:
+        caption = ("matched SC: self-consistency at the strategy's generated tokens, SC@k or the SC@k/k+1 mixture "
+                   "with weight w on SC@(k+1) (tokens of SC@k from the pool), replayed from one pool; "
+                   "Δ paired by problem")
+        if any(r["matched_capped"] for r in rows):
+            caption += ("\n* capped at the pool size: this baseline spends FEWER tokens than the strategy "
+                        "(draw a larger pool or raise --max-k)")
+        table.caption = caption
     out.print(table)
 
 
