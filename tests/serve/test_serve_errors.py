@@ -141,3 +141,28 @@ def test_error_after_stream_started_is_an_error_event(make_proxy: Callable[..., 
     events = re.findall(r"^data: (.*)$", r.text, re.MULTILINE)
     assert any('"error"' in e and "rate_limit_error" in e for e in events)
     assert events[-1] == "[DONE]"
+
+
+def test_a_bug_in_one_request_does_not_touch_concurrent_ones(make_proxy: Callable[..., ServerThread]) -> None:
+    def handler(prompt, params, i):  # type: ignore[no-untyped-def]
+        if "poison" in prompt.text():
+            raise KeyError("a bug in the strategy's backend")
+        return Reply("The answer is 42.", delay=0.3)
+
+    srv = make_proxy(ServeConfig(strategy="self-consistency", strategy_options={"n": 3}),
+                     backend=ScriptedBackend(handler=handler))
+    import concurrent.futures
+
+    def post(content: str) -> httpx.Response:
+        return httpx.post(srv.url + "/chat/completions", json={"messages": [{"role": "user", "content": content}]},
+                          timeout=30)
+
+    with concurrent.futures.ThreadPoolExecutor(4) as ex:
+        good = [ex.submit(post, f"question {i}") for i in range(3)]
+        bad = ex.submit(post, "poison")
+        err = _error(bad.result(), 500)
+        assert err["code"] == "internal_error" and "a bug" not in str(err["message"])
+        for f in good:
+            r = f.result()
+            assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "The answer is 42."
+    assert post("after the bug").status_code == 200
