@@ -2,6 +2,10 @@
 
     python bench/critic.py --subset gsm8k --limit 100            # embedded SmolLM2-135M (default)
     python bench/critic.py --backend openai --base-url URL --model M
+    python bench/critic.py --prompt thinktwice                     # our prompt instead of the released one
+
+The default prompt and parser are the released ProcessBench ones (comparable with the published F1);
+the released runs allow 8192 tokens per reply, so raise --max-tokens for models that think at length.
 
 The organism is not run as a critic: it only knows its synthetic arithmetic format and cannot read
 ProcessBench's natural-language solutions (its critic F1 would be meaningless).
@@ -29,6 +33,7 @@ def main() -> None:
     ap.add_argument("--backend", default="llamacpp")
     ap.add_argument("--base-url", default=None)
     ap.add_argument("--model", default=None)
+    ap.add_argument("--prompt", default="official", choices=["official", "thinktwice"])
     ap.add_argument("--max-tokens", type=int, default=384)
     ap.add_argument("-n", type=int, default=1)
     ap.add_argument("--concurrency", type=int, default=4)
@@ -40,8 +45,8 @@ def main() -> None:
 
     async def go():  # type: ignore[no-untyped-def]
         try:
-            return await run_processbench(items, Meter(lm), n=args.n, max_tokens=args.max_tokens,
-                                          concurrency=args.concurrency)
+            return await run_processbench(items, Meter(lm), prompt=args.prompt, n=args.n,
+                                          max_tokens=args.max_tokens, concurrency=args.concurrency)
         finally:
             await lm.aclose()
 
@@ -54,7 +59,8 @@ def main() -> None:
         m, c, conf = pb_metrics(labels, trivial_predictions(items, kind))
         rows.append((f"always {kind}", m, c, conf))
         baselines[kind] = m["f1"]
-    table = Table(title=f"ProcessBench {args.subset}: {len(items)} items ({int(res.metrics['n_err'])} erroneous)")
+    table = Table(title=f"ProcessBench {args.subset}: {len(items)} items ({int(res.metrics['n_err'])} erroneous), "
+                        f"{args.prompt} prompt")
     for col in ("predictor", "acc erroneous", "acc correct", "F1 [95% CI]", "confusion"):
         table.add_column(col)
     for name, m, c, conf in rows:
@@ -63,13 +69,16 @@ def main() -> None:
                       ", ".join(f"{k} {v}" for k, v in sorted(conf.items())))
     con = Console()
     con.print(table)
-    con.print(f"{res.usage.calls} calls, {res.usage.completion_tokens} generated tokens in {secs:.0f} s")
+    con.print(f"{res.usage.calls} calls, {res.usage.completion_tokens} generated tokens in {secs:.0f} s; "
+              f"{res.truncated} replies cut at {args.max_tokens} tokens")
     print(f"critic_f1: {res.metrics['f1']:.3f}")
     print(f"critic_acc_err: {res.metrics['acc_err']:.3f}")
     print(f"critic_acc_cor: {res.metrics['acc_cor']:.3f}")
     print(f"baseline_no_error_f1: {baselines['no-error']:.3f}")
     print(f"baseline_step0_f1: {baselines['step-0']:.3f}")
     print(f"items: {len(items)}")
+    print(f"prompt: {args.prompt}")
+    print(f"truncated_replies: {res.truncated}")
 
 
 if __name__ == "__main__":

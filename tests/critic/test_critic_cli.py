@@ -17,14 +17,37 @@ def run(args, capsys):
 def test_processbench_command_with_trivial_baselines(tmp_path, capsys):
     code, cap = run(["critic", "processbench", "--subset", "gsm8k", "--limit", "6", "--backend", "scripted",
                      "-B", 'replies=["Earliest error: none"]', "-B", "cycle=true", "--store", str(tmp_path / "r.db"),
-                     "--json"], capsys)
+                     "--prompt", "thinktwice", "--json"], capsys)
     assert code == 0, cap.err
     data = json.loads(cap.out)
     names = [r["name"] for r in data["rows"]]
     assert names == ["critic", "always no-error", "always step-0"]
     # a critic that always says "none" is exactly the trivial no-error baseline
     assert data["rows"][0]["metrics"] == data["rows"][1]["metrics"]
-    assert data["usage"]["calls"] == 6
+    assert data["usage"]["calls"] == 6 and data["prompt"] == "thinktwice"
+
+
+def test_processbench_defaults_to_the_released_prompt_and_format(tmp_path, capsys):
+    from thinktwice.eval.store import RunStore
+
+    db = tmp_path / "r.db"
+    args = ["critic", "processbench", "--subset", "gsm8k", "--limit", "4", "--backend", "scripted", "-B", "cycle=true",
+            "--store", str(db), "--json"]
+    code, cap = run([*args, "-B", 'replies=["All paragraphs are right. \\\\boxed{-1}"]'], capsys)
+    assert code == 0, cap.err
+    data = json.loads(cap.out)
+    assert data["prompt"] == "official" and data["rows"][0]["metrics"] == data["rows"][1]["metrics"]
+    # the released format is a boxed index: our "Earliest error: none" line is not an answer there
+    code, cap = run([*args, "-B", 'replies=["Earliest error: none"]'], capsys)
+    assert code == 0, cap.err
+    data = json.loads(cap.out)
+    assert data["rows"][0]["confusion"] == {"unparsed": 4} and data["rows"][0]["metrics"]["f1"] == 0.0
+    with RunStore(db, readonly=True) as st:
+        run_info = st.get_run(data["run"])
+        assert run_info.config["prompt"] == "official" and run_info.task_version == "processbench-official-1"
+        assert "<paragraph_0>" not in st.samples(data["run"])[0].sample.text  # replies stored, not prompts
+    code, cap = run([*args, "--prompt", "mine", "-B", 'replies=["x"]'], capsys)
+    assert code == 2 and "official, thinktwice" in cap.err
 
 
 def test_closed_loop_command_prints_flips_and_matched_sc(tmp_path, capsys):

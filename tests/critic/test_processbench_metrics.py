@@ -42,7 +42,7 @@ async def test_run_processbench_majority_and_accounting():
     replies = ["Earliest error: Step 1", "Earliest error: Step 2", "Earliest error: Step 1",
                "Earliest error: none", "Step 0 is wrong.", "garbage"]
     b = ScriptedBackend(replies)
-    res = await run_processbench(items, Meter(b), n=3, concurrency=1)
+    res = await run_processbench(items, Meter(b), prompt="thinktwice", n=3, concurrency=1)
     assert res.preds == [1, -1]  # b: votes none, 0, None -> tie between -1 and 0, earliest wins
     assert res.metrics["acc_err"] == 1.0 and res.metrics["acc_cor"] == 1.0 and res.metrics["f1"] == 1.0
     assert res.usage.calls == 2 and all(p.temperature > 0 for _, p, _ in b.calls)

@@ -41,8 +41,13 @@ def _backend(backend: str, base_url: str | None, api_key: str | None, model: str
 def processbench_cmd(
     subset: str = typer.Option("gsm8k", "--subset", help="gsm8k or math."),
     limit: int | None = typer.Option(None, "--limit", "-l", help="First N items."),
+    prompt: str = typer.Option("official", "--prompt",
+                               help="official (the released ProcessBench template and parser, comparable with the "
+                                    "published F1) or thinktwice (numbered steps, lenient verdict parser)."),
     n: int = typer.Option(1, "-n", help="Samples per item (majority vote when > 1)."),
-    max_tokens: int = typer.Option(768, "--max-tokens", help="Critic tokens per reply."),
+    max_tokens: int = typer.Option(768, "--max-tokens",
+                                   help="Critic tokens per reply (the released runs allow 8192; cut replies are "
+                                        "counted as truncated)."),
     backend: str = BackendOpt,
     backend_options: list[str] | None = BackendOptionsOpt,
     base_url: str | None = BaseUrlOpt,
@@ -54,19 +59,21 @@ def processbench_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """ProcessBench: name the earliest wrong step; F1 of accuracy on erroneous and correct items."""
-    from thinktwice.eval.processbench import load_processbench, pb_metrics, run_processbench, trivial_predictions
+    from thinktwice.eval.processbench import (
+        load_processbench, pb_metrics, prompt_version, run_processbench, trivial_predictions,
+    )
     from thinktwice.eval.store import RunStore
     from thinktwice.lm.meter import Meter
-    from thinktwice.signals.step_critic import PROMPT_VERSION
     from thinktwice.types import Problem, Sample
 
+    version = prompt_version(prompt)
     items = load_processbench(subset, limit=limit)
     lm = _backend(backend, base_url, api_key, model, concurrency, backend_options)
     config = {"subset": subset, "limit": limit, "n": n, "max_tokens": max_tokens, "backend": backend,
-              "model": model, "seed": seed, "prompt_version": PROMPT_VERSION}
+              "model": model, "seed": seed, "prompt": prompt, "prompt_version": version}
     with RunStore(default_store(store)) as st:
         rid = st.create_run(kind="critic", config=config, task=f"processbench-{subset}",
-                            task_version=PROMPT_VERSION, backend=backend, model=getattr(lm, "model", None),
+                            task_version=version, backend=backend, model=getattr(lm, "model", None),
                             strategy="processbench", seed=seed)
         st.put_problems(rid, [Problem(it.id, it.problem, str(it.label), {"steps": list(it.steps)}) for it in items])
         err.print(f"run {rid}: {len(items)} ProcessBench-{subset} items")
@@ -77,8 +84,8 @@ def processbench_cmd(
 
         async def go() -> Any:
             try:
-                return await run_processbench(items, Meter(lm), n=n, max_tokens=max_tokens, concurrency=concurrency,
-                                              seed=seed, on_item=on_item)
+                return await run_processbench(items, Meter(lm), prompt=prompt, n=n, max_tokens=max_tokens,
+                                              concurrency=concurrency, seed=seed, on_item=on_item)
             finally:
                 await lm.aclose()
 
@@ -90,10 +97,12 @@ def processbench_cmd(
         m, c, conf = pb_metrics(labels, trivial_predictions(items, kind))
         rows.append((f"always {kind}", m, c, conf))
     if as_json:
-        out.print_json(json.dumps({"run": rid, "usage": res.usage.to_dict(), "rows": [
+        out.print_json(json.dumps({"run": rid, "prompt": prompt, "truncated": res.truncated,
+                                   "usage": res.usage.to_dict(), "rows": [
             {"name": name, "metrics": m, "ci95": c, "confusion": conf} for name, m, c, conf in rows]}))
         return
-    table = Table(title=f"ProcessBench {subset} (n={len(items)}; {int(res.metrics['n_err'])} erroneous)")
+    table = Table(title=f"ProcessBench {subset} (n={len(items)}; {int(res.metrics['n_err'])} erroneous; "
+                        f"{prompt} prompt)")
     for col in ("predictor", "acc erroneous [CI]", "acc correct [CI]", "F1 [CI]", "confusion"):
         table.add_column(col)
     for name, m, c, conf in rows:
@@ -101,7 +110,8 @@ def processbench_cmd(
                       f"{_fmt(m['f1'])} {_ci(c['f1'])}", ", ".join(f"{k} {v}" for k, v in sorted(conf.items())))
     out.print(table)
     u = res.usage
-    out.print(f"compute: {u.calls} calls, {u.prompt_tokens} prompt tokens, {u.completion_tokens} generated tokens")
+    out.print(f"compute: {u.calls} calls, {u.prompt_tokens} prompt tokens, {u.completion_tokens} generated tokens; "
+              f"{res.truncated} replies cut at --max-tokens {max_tokens}")
 
 
 @critic_app.command("open")
