@@ -97,3 +97,10 @@ async def test_thinktwice_prompt_stays_available() -> None:
     b = ScriptedBackend(["Earliest error: Step 1"])
     res = await run_processbench([PBItem("a", "p", ("s0", "s1"), 1)], Meter(b), prompt="thinktwice")
     assert res.preds == [1] and "Step 0:" in b.calls[0][0].text()
+
+
+async def test_replies_cut_at_max_tokens_are_counted() -> None:
+    b = ScriptedBackend(["Paragraph 0 looks fine, paragraph 1 too, and then " * 20 + "\\boxed{1}", "\\boxed{1}"])
+    items = [PBItem("a", "p", ("s0", "s1"), 1), PBItem("b", "p", ("s0", "s1"), 1)]
+    res = await run_processbench(items, Meter(b), max_tokens=16, concurrency=1)
+    assert res.truncated == 1 and res.preds == [None, 1]
