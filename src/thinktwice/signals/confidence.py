@@ -10,7 +10,9 @@
 | ``deepconf-mean``/``-tail``/``-bottom10``/``-lowest`` | Fu et al., arXiv 2508.15260 | top-k logprobs | see :func:`deepconf_scores` |
 
 Cost: none of them makes a model call or spends a token; they read what sampling already returned.
-A candidate without token statistics raises :class:`~thinktwice.errors.CapabilityError`.
+A candidate without token statistics raises :class:`~thinktwice.errors.CapabilityError`, and so do
+DeepConf scores on fewer than 2 top logprobs per token. Entropy and self-certainty filled from a
+renormalised top-k (``TokenStat.approx``) are approximations: :func:`approximate_signals` names them.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import ClassVar
 
 import numpy as np
@@ -32,12 +35,14 @@ from thinktwice.signals.token_stats import (
     mean_entropy,
     mean_logprob,
     mean_self_certainty,
+    require_top_width,
     sequence_logprob,
 )
 from thinktwice.tasks.base import Query
 from thinktwice.types import Candidate
 
 __all__ = [
+    "FULL_VOCAB_SIGNALS",
     "TOKEN_SIGNALS",
     "DeepConfBottom10",
     "DeepConfLowest",
@@ -50,6 +55,7 @@ __all__ = [
     "TokenEntropy",
     "TokenSignal",
     "TokenSignalConfig",
+    "approximate_signals",
     "candidate_arrays",
     "score_token_signals",
 ]
@@ -61,7 +67,8 @@ class TokenSignalConfig:
 
     ``window``: DeepConf group size in tokens (2048, METHODS §2.2); ``tail``: tokens in the tail
     score (2048); ``bottom_frac``: share of lowest groups averaged by bottom-10% (0.1); ``k``: top-k
-    width of the token confidence (20; narrower backends give their own width).
+    width of the token confidence (20; narrower backends give their own width; at least 2, since a
+    top-1 "confidence" is ``-log p(chosen)``, which grows as the model is less sure).
     """
 
     window: int = DEEPCONF_WINDOW
@@ -70,11 +77,15 @@ class TokenSignalConfig:
     k: int = DEEPCONF_K
 
     def __post_init__(self) -> None:
-        if self.window < 1 or self.tail < 1 or self.k < 1:
-            raise ConfigError(f"window, tail and k must be >= 1, got {self.window}, {self.tail}, {self.k}")
+        if self.window < 1 or self.tail < 1:
+            raise ConfigError(f"window and tail must be >= 1, got {self.window}, {self.tail}")
+        if self.k < 2:
+            raise ConfigError(f"k must be >= 2 (top-1 inverts DeepConf's confidence), got {self.k}")
         if not 0 < self.bottom_frac <= 1:
             raise ConfigError(f"bottom_frac must be in (0, 1], got {self.bottom_frac}")
 
+
+_APPROX = attrgetter("approx")
 
 _WHAT = {
     "logprobs": "per-token logprobs",
@@ -122,11 +133,8 @@ class TokenSignal:
         """Raise CapabilityError when ``arrays`` lacks what :meth:`value` reads."""
         if self.need == "full_vocab" and arrays.n and (arrays.entropy is None or arrays.self_certainty is None):
             raise _missing(self.name, self.need, candidate)
-        if self.need == "top_logprobs" and arrays.n and arrays.top.shape[1] < 2:
-            raise CapabilityError(
-                f"signal {self.name!r} needs top-k logprobs with k >= 2 per token; the samples carry "
-                f"{arrays.top.shape[1]} (sample with top_logprobs >= 2, DeepConf uses 20)"
-            )
+        if self.need == "top_logprobs":
+            require_top_width(arrays, f"signal {self.name!r}")
 
     def score_arrays(self, arrays: Sequence[TokenArrays], candidates: Sequence[Candidate]) -> list[float]:
         for a, c in zip(arrays, candidates):
@@ -237,6 +245,19 @@ TOKEN_SIGNALS: tuple[type[TokenSignal], ...] = (
     MeanLogprob, SeqLogprob, PathProb, TokenEntropy, SelfCertainty,
     DeepConfMean, DeepConfTail, DeepConfBottom10, DeepConfLowest,
 )
+FULL_VOCAB_SIGNALS: frozenset[str] = frozenset(c.name for c in TOKEN_SIGNALS if c.need == "full_vocab")
+"""Signals that read ``TokenStat.entropy`` / ``self_certainty``: approximate when those are (top-k)."""
+
+
+def approximate_signals(
+    candidates: Sequence[Candidate], names: Sequence[str] | None = None
+) -> frozenset[str]:
+    """The names (of ``names``, default all) whose scores on ``candidates`` come from approximate
+    statistics: full-vocabulary signals when some candidate carries ``approx`` tokens."""
+    wanted = FULL_VOCAB_SIGNALS if names is None else FULL_VOCAB_SIGNALS.intersection(names)
+    if wanted and any(any(map(_APPROX, c.sample.tokens or ())) for c in candidates):
+        return frozenset(wanted)
+    return frozenset()
 
 
 def score_token_signals(

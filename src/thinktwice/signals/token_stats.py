@@ -32,6 +32,7 @@ __all__ = [
     "mean_logprob",
     "mean_self_certainty",
     "path_prob",
+    "require_top_width",
     "sequence_logprob",
     "token_confidence",
     "token_confidences",
@@ -47,6 +48,7 @@ _LOGPROB = attrgetter("logprob")
 _TOP = attrgetter("top")
 _ENTROPY = attrgetter("entropy")
 _SELF_CERTAINTY = attrgetter("self_certainty")
+_APPROX = attrgetter("approx")
 _SECOND = itemgetter(1)
 
 
@@ -56,13 +58,15 @@ class TokenArrays:
 
     ``top`` is (T, K) with NaN where a token reported fewer than K alternatives (or none) and where
     an alternative's logprob was -inf (masked vocabulary). ``entropy`` / ``self_certainty`` are None
-    when any token lacks the field (they need the full next-token distribution).
+    when any token lacks the field (they need the full next-token distribution). ``approx`` is True
+    when any token's fields came from a renormalised top-k (``TokenStat.approx``), not the full one.
     """
 
     logprob: np.ndarray
     top: np.ndarray
     entropy: np.ndarray | None
     self_certainty: np.ndarray | None
+    approx: bool = False
 
     @property
     def n(self) -> int:
@@ -90,7 +94,7 @@ class TokenArrays:
         sc = list(map(_SELF_CERTAINTY, tokens))
         entropy = None if None in ent else np.asarray(ent, dtype=np.float64)
         self_certainty = None if None in sc else np.asarray(sc, dtype=np.float64)
-        return cls(logprob, top, entropy, self_certainty)
+        return cls(logprob, top, entropy, self_certainty, any(map(_APPROX, tokens)))
 
 
 def as_arrays(tokens: Sequence[TokenStat] | TokenArrays) -> TokenArrays:
@@ -147,6 +151,23 @@ def mean_self_certainty(tokens: Sequence[TokenStat] | TokenArrays) -> float:
             "(use a backend with full_vocab, e.g. llamacpp or hf)"
         )
     return float(a.self_certainty.mean())
+
+
+def require_top_width(tokens: Sequence[TokenStat] | TokenArrays, what: str) -> None:
+    """Raise CapabilityError unless the tokens carry top-k alternatives of width >= 2 (or are empty).
+
+    DeepConf's token confidence needs real alternatives: with one logprob per token it reduces to
+    ``-log p(chosen)``, which grows as the model gets *less* sure, so every DeepConf score would be
+    inverted rather than merely noisier.
+    """
+    a = as_arrays(tokens)
+    width = int(a.top.shape[1])
+    if a.n and width < 2:
+        raise CapabilityError(
+            f"{what} needs top-k logprobs with k >= 2 per token (top_logprobs >= 2); the samples carry "
+            f"{width} (with one logprob per token, -log p of the chosen token grows as the model is less "
+            "sure, which inverts the confidence). Sample with top_logprobs >= 2 (DeepConf uses 20)."
+        )
 
 
 def _check_k(k: int) -> None:
