@@ -1,11 +1,12 @@
 """A stored sample pool as dense arrays: answer classes, correctness, token counts and signal scores.
 
 Built once from a run store (or synthesised for benchmarks); :mod:`thinktwice.eval.curves` replays
-strategies over it. Scores computed from token statistics: ``path-prob`` and ``mean-logprob``
-(RPC, arXiv 2502.00511), ``self-certainty`` (arXiv 2502.18581, when the backend saw full
-distributions) and ``deepconf-{mean,tail,bottom10,lowest}`` (arXiv 2508.15260). For DeepConf's
-online stop rule each sample also keeps the breakpoints of its running minimum of group
-confidence, so the stop position for any threshold is one comparison.
+strategies over it. Scores computed from token statistics, named as in the signal registry:
+``path-prob`` and ``mean-logprob`` (RPC, arXiv 2502.00511), ``self-certainty`` (arXiv 2502.18581)
+and ``token-entropy`` when the tokens carry them (``approx_scores`` names those filled from a
+renormalised top-k), and ``deepconf-{mean,tail,bottom10,lowest}`` (arXiv 2508.15260) when every
+sample has at least 2 top logprobs per token. For DeepConf's online stop rule each sample also
+keeps the breakpoints of its running minimum of group confidence.
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ class PoolData:
     (P, N); ``prompt_tokens`` (P,): one call's prompt length. ``scores``: signal name -> (P, N),
     NaN = no score. ``dc_values`` / ``dc_tokens`` (P, N, R): running-min breakpoints of DeepConf
     group confidence, padded with (-inf, trace length). ``class_answers``: each class's answer.
+    ``approx_scores``: score names computed from approximate statistics (entropy / self-certainty
+    of a renormalised top-k, ``TokenStat.approx``), never to be shown as full-vocabulary values.
+    ``unavailable``: score name -> why the pool cannot have it (e.g. DeepConf on top-1 logprobs).
     """
 
     problem_ids: tuple[str, ...]
@@ -60,6 +64,8 @@ class PoolData:
     dc_values: np.ndarray | None = None
     dc_tokens: np.ndarray | None = None
     class_answers: tuple[tuple[str, ...], ...] = ()
+    approx_scores: frozenset[str] = frozenset()
+    unavailable: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         P, N = self.labels.shape
@@ -76,7 +82,10 @@ class PoolData:
         return (int(self.labels.shape[0]), int(self.labels.shape[1]))
 
     def score(self, name: str) -> np.ndarray:
-        """The (P, N) scores of signal ``name``; ConfigError naming the available ones if missing."""
+        """The (P, N) scores of signal ``name``; ConfigError naming the available ones if missing
+        (CapabilityError saying why when the samples cannot give it)."""
+        if name not in self.scores and name in self.unavailable:
+            raise CapabilityError(self.unavailable[name])
         if name not in self.scores:
             have = ", ".join(sorted(self.scores)) or "none"
             raise ConfigError(f"the pool has no scores for signal {name!r} (available: {have})")
@@ -91,7 +100,8 @@ class PoolData:
         ``sample_idx`` and ``thr`` are then (1, 1, M).
         """
         if self.dc_values is None or self.dc_tokens is None:
-            raise CapabilityError("deepconf-online needs per-token confidences; the pool has none")
+            why = self.unavailable.get("deepconf-lowest", "the pool has none")
+            raise CapabilityError(f"deepconf-online needs per-token confidences: {why}")
         B, P, M = sample_idx.shape
         R = self.dc_values.shape[2]
         out = np.empty((B, P, M))
@@ -144,6 +154,8 @@ class PoolData:
         score_rows: dict[str, np.ndarray] = {}
         breaks: list[list[tuple[np.ndarray, np.ndarray]]] = []
         have_tokens = True
+        approx: set[str] = set()
+        narrow = 0  # samples with tokens but fewer than 2 top logprobs per token
         for i, pid in enumerate(ids):
             rows = sorted(samples[pid], key=lambda s: s.index)[:N]  # type: ignore[attr-defined]
             answers = [r.answer for r in rows]  # type: ignore[attr-defined]
@@ -163,9 +175,14 @@ class PoolData:
                 if s.tokens is None:
                     have_tokens = False
                     continue
-                for name, v in _token_scores(s.tokens, window).items():
-                    score_rows.setdefault(name, np.full((P, N), np.nan))[i, j] = v
                 arr = ts.as_arrays(s.tokens)
+                for name, v in _token_scores(arr, window).items():
+                    score_rows.setdefault(name, np.full((P, N), np.nan))[i, j] = v
+                if arr.approx:  # entropy / self-certainty of a renormalised top-k
+                    approx.update(_FULL_VOCAB)
+                if arr.n and arr.top.shape[1] < 2:
+                    narrow += 1
+                    continue
                 g = ts.group_confidences(arr, window) if arr.n else np.empty(0)
                 brow.append(running_min_breakpoints(g, arr.n, window))
             breaks.append(brow)
@@ -177,8 +194,17 @@ class PoolData:
             if pid in ids and idx < N:
                 for name, v in vals.items():
                     score_rows.setdefault(name, np.full((P, N), np.nan))[ids.index(pid), idx] = v
+        unavailable: dict[str, str] = {}
+        if narrow:
+            why = (f"DeepConf scores need top-k logprobs with k >= 2 per token (top_logprobs >= 2); {narrow} "
+                   "sample(s) of the pool carry fewer (with one logprob per token, -log p of the chosen token "
+                   "grows as the model is less sure, which inverts the confidence). Draw the pool with "
+                   "top_logprobs >= 2 (DeepConf uses 20).")
+            for k in _DEEPCONF:
+                score_rows.pop(k, None)
+                unavailable[k] = why
         dc_v = dc_t = None
-        if have_tokens:
+        if have_tokens and not narrow:
             R = max(1, max((len(v) for row in breaks for v, _ in row), default=0)) + 1
             dc_v = np.full((P, N, R), -np.inf)
             dc_t = np.broadcast_to(ctok[:, :, None], (P, N, R)).copy()
@@ -186,7 +212,8 @@ class PoolData:
                 for j, (v, t) in enumerate(row):
                     dc_v[i, j, : v.size] = v
                     dc_t[i, j, : t.size] = t
-        return cls(tuple(ids), labels, cc, correct, ctok, ptok, score_rows, dc_v, dc_t, tuple(class_answers))
+        return cls(tuple(ids), labels, cc, correct, ctok, ptok, score_rows, dc_v, dc_t, tuple(class_answers),
+                   frozenset(approx & set(score_rows)), unavailable)
 
     @classmethod
     def from_store(cls, store: object, run_id: int, fmt: AnswerFormat | None = None, *,
@@ -289,16 +316,21 @@ def answer_format_for(info: object) -> AnswerFormat:
     return ExactAnswers()
 
 
-def _token_scores(tokens: Sequence[object], window: int) -> dict[str, float]:
-    arr = ts.as_arrays(tokens)  # type: ignore[arg-type]
+_DEEPCONF = ("deepconf-mean", "deepconf-tail", "deepconf-bottom10", "deepconf-lowest")
+_FULL_VOCAB = ("self-certainty", "token-entropy")
+
+
+def _token_scores(arr: ts.TokenArrays, window: int) -> dict[str, float]:
+    """One sample's token scores, named and signed as the registered signals compute them."""
     if not arr.n:
         return {}
     out = {"mean-logprob": ts.mean_logprob(arr), "path-prob": ts.path_prob(arr)}
     if arr.self_certainty is not None:
         out["self-certainty"] = ts.mean_self_certainty(arr)
     if arr.entropy is not None:
-        out["neg-entropy"] = -ts.mean_entropy(arr)
-    for k, v in ts.deepconf_scores(arr, window=window, tail=window).items():
-        out[f"deepconf-{k}"] = v
+        out["token-entropy"] = -ts.mean_entropy(arr)
+    if arr.top.shape[1] >= 2:
+        for k, v in ts.deepconf_scores(arr, window=window, tail=window).items():
+            out[f"deepconf-{k}"] = v
     return out
 
