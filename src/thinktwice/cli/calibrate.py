@@ -3,6 +3,7 @@
 Reads a stored run (``--run``) or draws a fresh pool live (``--task`` with ``--backend``), scores
 every candidate with the chosen signals, prints AUROC, ECE, Brier and selective accuracy with
 bootstrap 95% intervals, and writes a reliability diagram and a risk-coverage plot per signal.
+ECE uses 10 equal-width bins unless ``--bins`` says otherwise (``eval.calibration.DEFAULT_BINS``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ from thinktwice.errors import ConfigError
 
 __all__ = ["register", "run_calibrate"]
 
+_BINS_HELP = ("Equal-width ECE bins (default 10, as METHODS §3; 15 is the other common choice). "
+              "The reliability plots use the same bins.")
+
 
 def _fmt(v: float, ci: tuple[float, float] | None) -> str:
     if v is None or math.isnan(v):
@@ -54,38 +58,43 @@ def _tables(reports: list[Any], title: str) -> list[Table]:
         b.add_column(col, justify="left" if col == "signal" else "right", no_wrap=col == "signal")
     for r in ranked:
         n = f"{r.n}" + (f" (-{r.n_missing})" if r.n_missing else "")
-        a.add_row(escape(r.signal), _fmt(r.auroc, r.ci.get("auroc")), _fmt(r.auroc_within, None),
+        a.add_row(escape(r.label), _fmt(r.auroc, r.ci.get("auroc")), _fmt(r.auroc_within, None),
                   _fmt(r.ece, r.ci.get("ece")), _fmt(r.brier, r.ci.get("brier")), n, r.mapping)
         sel = [_fmt(r.selective.get(c, math.nan), r.ci.get(f"sel@{c:g}")) for c in (0.5, 0.8, 1.0)]
-        b.add_row(escape(r.signal), *sel, _fmt(r.aurc, None))
+        b.add_row(escape(r.label), *sel, _fmt(r.aurc, None))
     return [a, b]
 
 
-def _plots(pools: list[Any], scores: dict[str, Any], out_dir: Path, title: str) -> list[Path]:
+def _plots(pools: list[Any], scores: dict[str, Any], out_dir: Path, title: str, bins: int,
+           approx: frozenset[str] = frozenset()) -> list[Path]:
     import numpy as np
 
-    from thinktwice.eval.calibration import mapping_for, to_unit
+    from thinktwice.eval.calibration import mapping_for, report_label, to_unit
     from thinktwice.eval.calibration_plots import reliability_diagram, risk_coverage_plot
 
     labels = np.array([y for p in pools for y in p.labels], dtype=bool)
     paths = []
     for name, s in scores.items():
         p = to_unit(s, mapping_for(name, s[~np.isnan(s)]))
-        paths.append(reliability_diagram(p, labels, out_dir / f"{name}-reliability.png", title=f"{title} {name}"))
-        paths.append(risk_coverage_plot({name: (s, labels)}, out_dir / f"{name}-risk-coverage.png",
-                                        title=f"{title} {name}"))
+        shown = report_label(name, name in approx)
+        paths.append(reliability_diagram(p, labels, out_dir / f"{name}-reliability.png",
+                                         title=f"{title} {shown}", n_bins=bins))
+        paths.append(risk_coverage_plot({shown: (s, labels)}, out_dir / f"{name}-risk-coverage.png",
+                                        title=f"{title} {shown}"))
     return paths
 
 
 def run_calibrate(
     *, store_path: Path, run: int | None, signals: str, out_dir: Path | None, json_out: bool,
     backend_spec: str | None, backend_kw: dict[str, Any], task: str | None, n: int, limit: int | None,
-    split: str, concurrency: int, seed: int, stage: str, n_boot: int, bins: int, rescore: bool,
+    split: str, concurrency: int, seed: int, stage: str, n_boot: int, bins: int | None, rescore: bool,
     signal_options: dict[str, dict[str, Any]] | None = None, plots: bool = True,
     task_options: dict[str, Any] | None = None,
 ) -> int:
-    """The command's body; returns the run id it calibrated."""
+    """The command's body; returns the run id it calibrated (``bins`` None: the library default)."""
     import json
+
+    from thinktwice.eval.calibration import DEFAULT_BINS
 
     from thinktwice.eval.signal_eval import draw_pool, load_pools, report_pools, resolve_signals, score_pools
     from thinktwice.eval.store import RunStore
@@ -148,10 +157,12 @@ def run_calibrate(
     if not scores:
         raise ConfigError("no signal could be scored on this run" +
                           (f" (skipped: {', '.join(n for n, _ in skipped)})" if skipped else ""))
+    bins = DEFAULT_BINS if bins is None else bins
     reports = report_pools(pools, scores, n_bins=bins, n_boot=n_boot, seed=seed)
     title = f"run {rid}"
     plot_dir = out_dir or Path(f"calibration-run{rid}")
-    paths = _plots(pools, scores, plot_dir, title) if plots else []
+    approx = frozenset(r.signal for r in reports if r.approx)
+    paths = _plots(pools, scores, plot_dir, title, bins, approx) if plots else []
     if json_out:
         def clean(x: Any) -> Any:
             if isinstance(x, float) and math.isnan(x):
@@ -177,6 +188,9 @@ def run_calibrate(
             wide.print(t)
         err.print(f"plots: {plot_dir}/ ({len(paths)} PNG); ECE uses {bins} equal-width bins; "
                   f"CIs: {n_boot} bootstrap resamples of problems")
+        if approx:
+            err.print(f"{', '.join(sorted(approx))}: computed from a renormalised top-k, not the full "
+                      "vocabulary (approx.)")
     return rid
 
 
@@ -204,7 +218,7 @@ def register(app: typer.Typer) -> None:
         concurrency: int = ConcurrencyOpt,
         seed: int = SeedOpt,
         n_boot: int = typer.Option(1000, "--boot", help="Bootstrap resamples for the 95% intervals."),
-        bins: int = typer.Option(15, "--bins", help="Equal-width ECE bins."),
+        bins: int | None = typer.Option(None, "--bins", help=_BINS_HELP),
         rescore: bool = typer.Option(False, "--rescore", help="Ignore stored scores of model-calling signals."),
         plots: bool = typer.Option(True, "--plots/--no-plots", help="Write the PNG plots."),
         signal_option: list[str] | None = typer.Option(
@@ -223,7 +237,7 @@ def register(app: typer.Typer) -> None:
             kw = {"base_url": base_url, "model": model, "concurrency": concurrency,
                   "api_key": api_key if api_key is not None else os.environ.get("OPENAI_API_KEY"),
                   **parse_kv(backend_options)}
-        if n < 1 or n_boot < 0 or bins < 1:
+        if n < 1 or n_boot < 0 or (bins is not None and bins < 1):
             raise ConfigError("-n and --bins must be >= 1 and --boot >= 0")
         run_calibrate(store_path=default_store(store), run=run, signals=signals, out_dir=out_dir, json_out=json_out,
                       backend_spec=backend, backend_kw=kw, task=task, n=n, limit=limit, split=split,

@@ -5,8 +5,10 @@ equal-length arrays without NaN; :func:`signal_report` drops NaN scores first an
 
 - AUROC: probability that a random correct item outscores a random incorrect one, ties counted ½;
   NaN (never 0.5) when one class is empty.
-- ECE: ``Σ_m |B_m|/n · |acc(B_m) − conf(B_m)|`` over ``M`` equal-width bins of [0, 1] (default 15;
-  the last bin is closed) or ``M`` equal-mass bins (sorted items split as evenly as possible).
+- ECE: ``Σ_m |B_m|/n · |acc(B_m) − conf(B_m)|`` over ``M`` equal-width bins of [0, 1] (default
+  ``M = 10`` as METHODS §3, :data:`DEFAULT_BINS`, shared by the library, the plots and
+  ``thinktwice calibrate --bins``; the last bin is closed) or ``M`` equal-mass bins (sorted items
+  split as evenly as possible).
 - Brier: ``mean (q − c)²``. AURC: mean selective risk over coverages 1/n … n/n.
 - Selective accuracy at coverage κ: accuracy of the ``ceil(κ·n)`` most confident items; items tied
   with the last one admitted count at their mean accuracy (the expectation over tie-breaks).
@@ -15,6 +17,8 @@ ECE and Brier need a probability; :func:`to_unit` maps each signal's raw score t
 :data:`MAPPINGS` states: probabilities as they are (clipped), logprob-like scores through ``exp``,
 unbounded scores through their empirical rank in the pool (``(rank − ½)/n``, ties averaged). For
 rank-mapped signals ECE/Brier describe the percentile, not the signal: compare them by AUROC.
+A report of a signal computed from approximate statistics (entropy / self-certainty of a
+renormalised top-k, ``TokenStat.approx``) has ``approx=True`` and is labelled :data:`APPROX_LABEL`.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ import numpy as np
 from thinktwice.errors import ConfigError
 
 __all__ = [
+    "APPROX_LABEL",
+    "DEFAULT_BINS",
     "MAPPINGS",
     "SignalReport",
     "aurc",
@@ -36,6 +42,7 @@ __all__ = [
     "brier",
     "ece",
     "mapping_for",
+    "report_label",
     "risk_coverage",
     "selective_accuracy",
     "signal_report",
@@ -57,6 +64,15 @@ MAPPINGS: Mapping[str, str] = {
     "deepconf-bottom10": "rank", "deepconf-lowest": "rank", "reward-model": "rank",
 }
 _HOW = ("identity", "exp", "rank", "minmax")
+DEFAULT_BINS = 10
+"""Equal-width ECE bins unless told otherwise (METHODS §3; 15 is the other common choice)."""
+APPROX_LABEL = "(approx., top-k)"
+"""Suffix of a signal computed from a renormalised top-k instead of the full vocabulary."""
+
+
+def report_label(signal: str, approx: bool) -> str:
+    """The name to show for ``signal``: with :data:`APPROX_LABEL` when its statistics are approximate."""
+    return f"{signal} {APPROX_LABEL}" if approx else signal
 
 
 def mapping_for(signal: str, scores: np.ndarray | None = None) -> str:
@@ -145,8 +161,8 @@ def auroc_within(
     return wins / pairs if pairs else math.nan
 
 
-def ece(probs: Sequence[float] | np.ndarray, labels: Sequence[bool] | np.ndarray, n_bins: int = 15,
-        strategy: str = "uniform") -> float:
+def ece(probs: Sequence[float] | np.ndarray, labels: Sequence[bool] | np.ndarray,
+        n_bins: int = DEFAULT_BINS, strategy: str = "uniform") -> float:
     """Expected calibration error with ``n_bins`` equal-width (``uniform``) or equal-mass
     (``quantile``) bins; NaN for no items."""
     p, y = _arrays(probs, labels)
@@ -215,7 +231,8 @@ def selective_accuracy(scores: Sequence[float] | np.ndarray, labels: Sequence[bo
 @dataclass(frozen=True)
 class SignalReport:
     """Metrics of one signal over a pool of scored candidates; ``ci`` maps a metric to its
-    bootstrap 95% interval. ``n`` items were scored, ``n_missing`` had no score (NaN)."""
+    bootstrap 95% interval. ``n`` items were scored, ``n_missing`` had no score (NaN). ``approx``:
+    the scores came from approximate (top-k renormalised) statistics; show :attr:`label`."""
 
     signal: str
     n: int
@@ -230,11 +247,18 @@ class SignalReport:
     auroc_within: float
     selective: dict[float, float] = field(default_factory=dict)
     ci: dict[str, tuple[float, float]] = field(default_factory=dict)
-    n_bins: int = 15
+    n_bins: int = DEFAULT_BINS
+    approx: bool = False
+
+    @property
+    def label(self) -> str:
+        """The signal's display name, marked ``(approx., top-k)`` when its statistics are approximate."""
+        return report_label(self.signal, self.approx)
 
     def to_dict(self) -> dict[str, object]:
         return {
-            "signal": self.signal, "n": self.n, "n_missing": self.n_missing, "accuracy": self.accuracy,
+            "signal": self.signal, "label": self.label, "approx": self.approx,
+            "n": self.n, "n_missing": self.n_missing, "accuracy": self.accuracy,
             "mapping": self.mapping, "auroc": self.auroc, "ece": self.ece, "ece_mass": self.ece_mass,
             "brier": self.brier, "aurc": self.aurc, "auroc_within": self.auroc_within, "n_bins": self.n_bins,
             "selective": {f"{k:g}": v for k, v in self.selective.items()},
@@ -256,16 +280,18 @@ def signal_report(
     groups: Sequence[str] | np.ndarray | None = None,
     *,
     mapping: str | None = None,
-    n_bins: int = 15,
+    n_bins: int = DEFAULT_BINS,
     coverages: Sequence[float] = (0.5, 0.8, 1.0),
     n_boot: int = 1000,
     seed: int = 0,
     level: float = 0.95,
+    approx: bool = False,
 ) -> SignalReport:
     """All metrics of one signal with percentile bootstrap intervals (seeded).
 
     With ``groups`` (problem ids) the bootstrap resamples whole problems, since the candidates of
     one problem are not independent; otherwise it resamples items. NaN scores are left out.
+    ``approx`` marks scores computed from approximate statistics (carried into the report).
     """
     s_all, y_all = _arrays(scores, labels)
     g_all = np.asarray(groups) if groups is not None else np.arange(s_all.size)
@@ -298,5 +324,5 @@ def signal_report(
         auroc=point["auroc"], ece=point["ece"], ece_mass=ece(p, y, n_bins, "quantile") if p.size else math.nan,
         brier=point["brier"], aurc=point["aurc"],
         auroc_within=auroc_within(s, y, g) if groups is not None else math.nan,
-        selective={c: point[f"sel@{c:g}"] for c in coverages}, ci=ci, n_bins=n_bins,
+        selective={c: point[f"sel@{c:g}"] for c in coverages}, ci=ci, n_bins=n_bins, approx=approx,
     )

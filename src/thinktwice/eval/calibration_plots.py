@@ -12,12 +12,13 @@ from typing import Any
 
 import numpy as np
 
-from thinktwice.eval.calibration import ece, risk_coverage
+from thinktwice.eval.calibration import DEFAULT_BINS, ece, risk_coverage
 
 __all__ = ["reliability_bins", "reliability_diagram", "risk_coverage_plot"]
 
 
-def reliability_bins(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def reliability_bins(probs: np.ndarray, labels: np.ndarray,
+                     n_bins: int = DEFAULT_BINS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per equal-width bin: mean confidence, accuracy (NaN when empty) and count."""
     idx = np.clip(np.minimum((probs * n_bins).astype(int), n_bins - 1), 0, n_bins - 1)
     count = np.bincount(idx, minlength=n_bins).astype(float)
@@ -38,7 +39,7 @@ def _figure() -> Any:
 
 def reliability_diagram(
     probs: Sequence[float] | np.ndarray, labels: Sequence[bool] | np.ndarray, path: str | os.PathLike[str],
-    *, title: str = "", n_bins: int = 15,
+    *, title: str = "", n_bins: int = DEFAULT_BINS,
 ) -> Path:
     """Accuracy per confidence bin against the diagonal, with bin counts below; returns the path."""
     plt = _figure()

@@ -5,7 +5,8 @@ A pool is a run's stored samples grouped by problem: the candidates of a problem
 their labels the stored ``correct`` flags. Token signals are scored from the stored token
 statistics (each candidate's tokens converted once for all of them); agreement signals from the
 answers; signals that call the model need a live ``lm``. Scores of model-calling signals are
-written to the store and re-used on the next call unless ``rescore`` is set.
+written to the store and re-used on the next call unless ``rescore`` is set. Reports of entropy /
+self-certainty read from top-k renormalised tokens are marked approximate.
 """
 
 from __future__ import annotations
@@ -13,19 +14,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from thinktwice.errors import CapabilityError, ConfigError, UnknownNameError
-from thinktwice.eval.calibration import SignalReport, signal_report
+from thinktwice.eval.calibration import DEFAULT_BINS, SignalReport, signal_report
 from thinktwice.eval.store import RunStore
 from thinktwice.lm.meter import Meter
 from thinktwice.registry import signals as signal_registry
 from thinktwice.signals.base import check_requires
-from thinktwice.signals.confidence import TokenSignal, score_token_signals
+from thinktwice.signals.confidence import TokenSignal, approximate_signals, score_token_signals
 from thinktwice.tasks.base import Query
 from thinktwice.types import Candidate, Capabilities, Problem, Prompt, SamplingParams
 
@@ -243,13 +244,21 @@ async def score_pools(
 
 
 def report_pools(
-    pools: Sequence[ProblemPool], scores: dict[str, np.ndarray], *, n_bins: int = 15,
+    pools: Sequence[ProblemPool], scores: dict[str, np.ndarray], *, n_bins: int = DEFAULT_BINS,
     coverages: Sequence[float] = (0.5, 0.8, 1.0), n_boot: int = 1000, seed: int = 0,
+    approx: Collection[str] | None = None,
 ) -> list[SignalReport]:
-    """One :class:`SignalReport` per scored signal, pooled over all candidates, bootstrapping problems."""
+    """One :class:`SignalReport` per scored signal, pooled over all candidates, bootstrapping problems.
+
+    ``approx`` names the signals whose scores came from approximate statistics; by default the
+    full-vocabulary signals when some candidate's tokens are flagged ``approx`` (top-k renormalised).
+    """
     labels = np.array([y for p in pools for y in p.labels], dtype=bool)
     groups = np.array([p.problem_id for p in pools for _ in p.labels])
-    return [signal_report(name, s, labels, groups, n_bins=n_bins, coverages=coverages, n_boot=n_boot, seed=seed)
+    if approx is None:
+        approx = approximate_signals([c for p in pools for c in p.candidates], list(scores))
+    return [signal_report(name, s, labels, groups, n_bins=n_bins, coverages=coverages, n_boot=n_boot,
+                          seed=seed, approx=name in approx)
             for name, s in scores.items()]
 
 
