@@ -16,7 +16,7 @@ def test_parse_usc_choice():
 
 async def test_usc_maps_shown_index_back_through_the_shuffle(make_query):
     samples = ["s #### A", "s #### B", "s #### C"]
-    b = ScriptedBackend(samples, rules={"most consistent": ["The most consistent response is Response 0"]})
+    b = ScriptedBackend(samples, rules={"most consistent": ["The most consistent response is Response 1"]})
     d = await create_strategy("usc", n=3).run(make_query(), b, seed=5)
     order = next(t.detail["order"] for t in d.trace if t.kind == "aggregate")
     assert d.answer == ["A", "B", "C"][order[0]]
@@ -43,7 +43,7 @@ async def test_self_agreement_and_gsa_write_answers(make_query):
     b = ScriptedBackend(["s #### A", "s #### B", "s #### B"], rules={"new, complete": ["Fresh work #### 7"]})
     d = await create_strategy("gsa", n=3).run(make_query(), b)
     assert d.answer == "7" and d.chosen is None and d.response == "Fresh work #### 7"
-    assert d.candidates[-1].stage == "aggregate"
+    assert [c.stage for c in d.candidates] == ["sample"] * 3  # the new solution is the text, not a candidate
 
 
 async def test_aggregation_falls_back_when_the_context_is_too_small(make_query):

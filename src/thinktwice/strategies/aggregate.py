@@ -8,10 +8,12 @@
   solution using the responses as material.
 
 The responses are shown in an order shuffled with the run's seed (position bias, METHODS §11.7),
-and the order is in the trace. The aggregation call runs at temperature 0 under the stage
-``"aggregate"``; its prompt grows as ``n × response length``, which the Decision's usage shows.
-If the reply cannot be parsed, or the budget or the model's context has no room for the call, the
-plain majority is returned and the trace says so.
+numbered from 1 ("Response 3" is the third shown), and the order is in the trace. The aggregation
+call runs at temperature 0 under the stage ``"aggregate"``; its prompt grows as ``n × response
+length``, which the Decision's usage shows. The aggregator's reply is not a candidate (its text
+would be graded as an answer: "Response 3" as 3); it is in the trace, and for self-agreement and
+GSA in ``Decision.text``. If the reply cannot be parsed, or the budget or the model's context has no
+room for the call, the plain majority is returned and the trace says so.
 """
 
 from __future__ import annotations
@@ -33,13 +35,14 @@ _USC_RE = re.compile(r"most consistent response is\s*\**\s*Response\s*#?\s*(\d+)
 
 
 def parse_usc_choice(text: str) -> int | None:
-    """The X of "The most consistent response is Response X", or None."""
+    """The X of "The most consistent response is Response X" (1-based, as shown), or None."""
     m = _USC_RE.search(text)
     return int(m.group(1)) if m else None
 
 
 def _responses_block(cands: list[Candidate], order: list[int]) -> str:
-    return "\n\n".join(f"Response {j}:\n{cands[i].sample.text.strip()}" for j, i in enumerate(order))
+    """The shown responses, numbered from 1 in ``order``."""
+    return "\n\n".join(f"Response {j}:\n{cands[i].sample.text.strip()}" for j, i in enumerate(order, start=1))
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,8 @@ class _Aggregator(BaseStrategy):
             return self._fallback(ctx, cands, v, f"budget ({e.what})", "budget")
         except ContextLengthExceeded:  # n responses do not fit the model's context
             return self._fallback(ctx, cands, v, "the responses do not fit the context", "budget")
-        ctx.note("aggregate", order=order, reply=reply.sample.text[:500])
+        # the reply is a judgement (or a new solution), not a sample: the trace keeps it, candidates do not
+        ctx.note("aggregate", order=order, reply=reply.sample.text, reply_answer=reply.answer)
         return self._finish(ctx, cands, order, reply, v, "budget" if short else "done")
 
     def _finish(self, ctx: RunContext, cands: list[Candidate], order: list[int], reply: Candidate,
@@ -106,13 +110,14 @@ class UniversalSelfConsistency(_Aggregator):
 
     def _finish(self, ctx, cands, order, reply, v, stopped):  # type: ignore[no-untyped-def]
         x = parse_usc_choice(reply.sample.text)
-        if x is None or not 0 <= x < len(order):
-            return self._fallback(ctx, cands, v, "unparsable choice", stopped)
-        i = order[x]
+        if x is None or not 1 <= x <= len(order):
+            why = "unparsable choice" if x is None else f"no Response {x} among {len(order)}"
+            return self._fallback(ctx, cands, v, why, stopped)
+        i = order[x - 1]
         ctx.note("select", response=x, candidate=i, answer=cands[i].answer)
         cls = next((c for c in v.classes if i in c.members), None)
         share = len(cls.members) / max(1, sum(c.answer is not None for c in cands)) if cls else None
-        return Verdict(cands[i].answer, share, cands + [reply], i, stopped_because=stopped, votes=v.tallies)
+        return Verdict(cands[i].answer, share, cands, i, stopped_because=stopped, votes=v.tallies)
 
 
 @dataclass(frozen=True)
@@ -135,7 +140,7 @@ class SelfAgreement(_Aggregator):
         fmt = ctx.query.answers
         chosen = next((i for i, c in enumerate(cands) if c.answer is not None and fmt.equivalent(c.answer, reply.answer)),
                       None)
-        return Verdict(reply.answer, None, cands + [reply], chosen, stopped_because=stopped, votes=v.tallies,
+        return Verdict(reply.answer, None, cands, chosen, stopped_because=stopped, votes=v.tallies,
                        text=reply.sample.text)
 
 
@@ -157,5 +162,5 @@ class GenerativeSelfAggregation(_Aggregator):
         if reply.answer is None:
             return self._fallback(ctx, cands, v, "no answer in the new solution", stopped)
         ctx.note("write", answer=reply.answer)
-        return Verdict(reply.answer, None, cands + [reply], None, stopped_because=stopped, votes=v.tallies,
+        return Verdict(reply.answer, None, cands, None, stopped_because=stopped, votes=v.tallies,
                        text=reply.sample.text)
