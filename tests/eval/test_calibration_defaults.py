@@ -1,4 +1,4 @@
-"""One ECE bin count (10, METHODS §3) for library, plots and CLI; approximate statistics are labelled."""
+"""ECE bins (10, METHODS §3) for library, plots and CLI; approximate statistics labelled; DeepConf gated on top_logprobs."""
 
 from __future__ import annotations
 
@@ -98,3 +98,16 @@ def test_cli_help_states_the_default(capsys) -> None:
     code, out, _ = run_cli(["calibrate", "--help"], capsys)
     assert code == 0
     assert f"default {DEFAULT_BINS}" in " ".join(out.split())
+
+
+def test_live_capabilities_below_two_top_logprobs_refuse_deepconf_before_drawing() -> None:
+    from thinktwice.errors import CapabilityError
+    from thinktwice.types import Capabilities
+
+    caps = Capabilities(logprobs=True, top_logprobs=1)
+    with pytest.raises(CapabilityError, match="top_logprobs >= 2"):
+        resolve_signals("deepconf-lowest", has_model=True, capabilities=caps, backend_name="b")
+    skipped: list[str] = []
+    names = {s.name for s in resolve_signals("all", has_model=True, capabilities=caps,
+                                             on_skip=lambda n, r: skipped.append(n))}
+    assert "deepconf-mean" in skipped and "deepconf-mean" not in names and "mean-logprob" in names

@@ -167,6 +167,12 @@ def resolve_signals(
         if capabilities is not None:
             try:
                 check_requires(sig, capabilities, backend_name)
+                width = int(getattr(sig, "min_top_logprobs", 0))
+                if capabilities.top_logprobs < width:
+                    raise CapabilityError(
+                        f"signal {n!r} needs top_logprobs >= {width}; backend {backend_name!r} returns "
+                        f"{capabilities.top_logprobs} per token. Pick another signal or backend."
+                    )
             except CapabilityError as e:
                 if not everything:
                     raise

@@ -210,6 +210,7 @@ class _DeepConf(TokenSignal):
 
     requires = frozenset({"tokens", "top_logprobs"})
     need = "top_logprobs"
+    min_top_logprobs: ClassVar[int] = 2  # a backend's top_logprobs below this cannot serve it
     key: ClassVar[str] = ""
 
     def value(self, arrays: TokenArrays) -> float:
