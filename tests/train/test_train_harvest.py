@@ -12,7 +12,8 @@ from thinktwice.eval.store import RunStore
 from thinktwice.lm.scripted import ScriptedBackend
 from thinktwice.tasks.arith import ArithTask
 from thinktwice.train.formats import kind_of
-from thinktwice.train.harvest import HarvestConfig, harvest, rationalize
+from thinktwice.train.harvest import HarvestConfig, harvest, prompt_text
+from thinktwice.train.rationalize import rationalize
 from thinktwice.types import Candidate, Decision, Sample, TraceStep, Usage
 
 
@@ -116,7 +117,7 @@ def test_test_split_is_refused_unless_allowed(tmp_path: Path) -> None:
     assert recs and all(r["meta"]["split"] == "test" for r in recs)
 
 
-async def test_rationalization_hints_gold_but_stores_the_plain_prompt(tmp_path: Path) -> None:
+def _unsolved_store(tmp_path: Path) -> tuple[RunStore, int, list]:
     task = ArithTask(steps=2)
     probs = list(task.load("train", limit=2))
     st = RunStore(tmp_path / "r.db")
@@ -126,14 +127,66 @@ async def test_rationalization_hints_gold_but_stores_the_plain_prompt(tmp_path: 
                                                0, Usage()), True, candidate_correct=[True])
     st.put_decision(rid, probs[1].id, Decision("0", None, (_cand("#### 0", "0"),), 0, Usage()), False,
                     candidate_correct=[False])
+    return st, rid, probs
+
+
+async def test_rationalization_hints_gold_but_stores_the_plain_prompt(tmp_path: Path) -> None:
+    st, rid, probs = _unsolved_store(tmp_path)
     g = probs[1].gold
     be = ScriptedBackend(rules={"Hint": [f"1+1=2. the hint says {g}\n#### {g}", f"2+2=4.\n#### {g}", "#### 0",
                                          f"2+2=4.\n####  {g}"]})
-    recs = await rationalize(st, rid, be, HarvestConfig(format="sft"), k=4)
+    res = await rationalize(st, rid, be, HarvestConfig(format="sft"), k=4)
+    recs = res.records
     assert [r["completion"] for r in recs] == [f"2+2=4.\n#### {g}"]  # hint-mentioning, wrong and duplicate dropped
     assert "Hint" not in recs[0]["prompt"] and recs[0]["meta"]["source"] == "rationalization"
+    assert recs[0]["prompt"] == prompt_text(ArithTask(steps=2), probs[1])  # the plain prompt, exactly
     assert len(be.calls) == 1 and "Hint" in be.calls[0][0].text()  # only the unsolved problem was sampled
     assert json.dumps(recs)  # serialisable
+
+
+async def test_rationalization_bills_every_hinted_call_and_records_it(tmp_path: Path) -> None:
+    st, rid, probs = _unsolved_store(tmp_path)
+    g = probs[1].gold
+    replies = [f"2+2=4.\n#### {g}", "#### 0", "3+3=6. 6+1=7. 7-1=6. and so on\n#### 6"]
+    be = ScriptedBackend(rules={"Hint": replies})
+    res = await rationalize(st, rid, be, HarvestConfig(format="sft"), k=3)
+    (prompt, _, _), = be.calls
+    from thinktwice.lm.scripted import tokenize
+
+    want_gen = sum(len(tokenize(t)) for t in replies)  # the two discarded samples are billed too
+    assert res.usage.calls == 1 and res.usage.completion_tokens == want_gen
+    assert res.usage.prompt_tokens == be.count_tokens(prompt) > 0
+    assert res.problems == 1 and res.samples == 3 and len(res.records) == 1
+    # the spend is on record as a run of its own, next to the run it came from
+    info = st.get_run(res.run_id)
+    assert info.kind == "rationalize" and info.config["source_run"] == rid and info.status == "done"
+    stored = st.decisions(res.run_id)
+    assert [d.problem_id for d in stored] == [probs[1].id]
+    assert Usage.total([d.usage for d in stored]) == res.usage
+    assert len(st.samples(res.run_id)) == 3 and res.records[0]["meta"]["rationalize_run"] == res.run_id
+    nothing = await rationalize(st, res.run_id, ScriptedBackend(["#### 0"]), HarvestConfig(), record=False)
+    assert nothing.records == [] and nothing.run_id is None
+
+
+def test_harvest_cli_prints_the_rationalization_cost(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from thinktwice.cli import main
+
+    st, rid, probs = _unsolved_store(tmp_path)
+    st.close()
+    g = probs[1].gold
+    args = ["harvest", "--run", str(rid), "--out", str(tmp_path / "sft.jsonl"), "--store", str(tmp_path / "r.db"),
+            "--rationalize", "--backend", "scripted", "-B", f'replies=["2+2=4.\\n#### {g}", "#### 0"]',
+            "-B", "cycle=true", "--k", "2"]
+    try:
+        main(args)
+    except SystemExit as e:
+        assert not e.code, capsys.readouterr().err
+    data = json.loads(capsys.readouterr().out)
+    rat = data["rationalize"]
+    assert rat["problems"] == 1 and rat["samples"] == 2 and rat["usage"]["calls"] == 1
+    assert rat["usage"]["completion_tokens"] > 0 and data["sources"] == {"sample": 1, "rationalization": 1}
+    with RunStore(tmp_path / "r.db", readonly=True) as st2:
+        assert Usage.total([d.usage for d in st2.decisions(rat["run"])]).to_dict() == rat["usage"]
 
 
 def test_temperature_falls_back_to_the_strategy_default(tmp_path: Path) -> None:

@@ -50,11 +50,15 @@ def harvest_cmd(
     k: int = typer.Option(4, "--k", help="Rationalization samples per unsolved problem."),
     seed: int = SeedOpt,
 ) -> None:
-    """Write a training set (SFT, DPO pairs or critiques) from a stored run's samples and decisions."""
+    """Write a training set (SFT, DPO pairs or critiques) from a stored run's samples and decisions.
+
+    With --rationalize the hinted calls are stored as a run of kind ``rationalize`` and their usage is
+    printed, so the data's generation cost is on record."""
     from thinktwice.eval.store import RunStore
     from thinktwice.train.formats import write_jsonl
     from thinktwice.train.harvest import HarvestConfig, harvest
-    from thinktwice.train.harvest import rationalize as rationalize_fn
+    from thinktwice.train.rationalize import Rationalized
+    from thinktwice.train.rationalize import rationalize as rationalize_fn
 
     cfg = HarvestConfig(format=fmt, conversational=conversational, dedup=not no_dedup, max_per_problem=max_per_problem,
                         pairs_per_problem=pairs_per_problem, verify_steps=verify_steps, allow_test=allow_test, seed=seed)
@@ -63,6 +67,7 @@ def harvest_cmd(
     path = default_store(store)
     if not path.is_file():
         raise ConfigError(f"no run store at {path}")
+    rat: Rationalized | None = None
     with RunStore(path, readonly=not rationalize) as st:
         st.get_run(run)  # a StoreError naming the recent runs when it is not there
         recs = harvest(st, run, cfg)
@@ -70,20 +75,28 @@ def harvest_cmd(
             be = backend_from_options(backend or "", base_url=base_url, api_key=api_key,
                                       **parse_kv(backend_options))
 
-            async def go() -> list[dict[str, Any]]:
+            async def go() -> Rationalized:
                 try:
                     return await rationalize_fn(st, run, be, cfg, k=k, seed=seed)
                 finally:
                     await be.aclose()
 
-            recs += run_async(go())
+            rat = run_async(go())
+            recs += rat.records
     n = write_jsonl(recs, out_path)
     sources: dict[str, int] = {}
     for r in recs:
         s = str(r["meta"].get("source"))
         sources[s] = sources.get(s, 0) + 1
     err.print(f"wrote {n} {fmt} records to {out_path}: " + (", ".join(f"{v} {k}" for k, v in sources.items()) or "none"))
-    out.print_json(json.dumps({"records": n, "format": fmt, "out": str(out_path), "sources": sources}))
+    summary: dict[str, Any] = {"records": n, "format": fmt, "out": str(out_path), "sources": sources}
+    if rat is not None:
+        u = rat.usage
+        err.print(f"rationalization (run {rat.run_id}): {rat.problems} unsolved problems, {u.calls} calls, "
+                  f"{u.prompt_tokens} prompt tokens, {u.completion_tokens} generated tokens")
+        summary["rationalize"] = {"run": rat.run_id, "problems": rat.problems, "samples": rat.samples,
+                                  "usage": u.to_dict()}
+    out.print_json(json.dumps(summary))
 
 
 def star_cmd(

@@ -3,8 +3,9 @@
 - **sft** (STaR, arXiv 2203.14465; RFT, arXiv 2308.01825): correct stored solutions, identical
   reasoning paths merged (:func:`~thinktwice.train.bstar.path_key`: the equation sequence, else the
   whitespace-normalised text), at most ``max_per_problem`` per problem; optional arithmetic step check
-  (final-answer filtering lets wrong reasoning through). :func:`rationalize` adds, for problems with
-  no correct sample, rationales sampled with the gold answer as a hint and stored WITHOUT the hint.
+  (final-answer filtering lets wrong reasoning through). :mod:`thinktwice.train.rationalize` adds, for
+  problems with no correct sample, rationales sampled with the gold answer as a hint and stored
+  WITHOUT the hint.
 - **dpo**: correct vs incorrect samples of the same prompt (capped per problem); self-correction pairs
   from refinement / critique flips (SCL, arXiv 2410.04055: i→c revised ≻ initial, c→i initial ≻
   revised); step-level pairs from tree-search paths (at each branching point, the continuation of the
@@ -29,11 +30,10 @@ from thinktwice.errors import ConfigError
 from thinktwice.train.bstar import arith_steps_valid, path_key
 from thinktwice.train.formats import critique_record, dpo_record, sft_record
 
-__all__ = ["FORMATS", "HarvestConfig", "harvest", "prompt_text", "rationalize", "run_split"]
+__all__ = ["FORMATS", "HarvestConfig", "harvest", "prompt_text", "run_split"]
 
 log = logging.getLogger(__name__)
 FORMATS = ("sft", "dpo", "critique")
-HINT = "Hint: the correct final answer is {gold}. Write a full solution that reaches it, without mentioning the hint."
 
 
 @dataclass(frozen=True)
@@ -278,52 +278,3 @@ def _critiques(question: str, samples: Sequence[Any], decision: Any, meta: dict[
     if not feedback:
         return []
     return [critique_record(question, first.sample.text, feedback, fixed.sample.text, m)]
-
-
-async def rationalize(store: Any, run_id: int, backend: Any, cfg: HarvestConfig, *, k: int = 4,
-                      temperature: float = 0.7, seed: int = 0) -> list[dict[str, Any]]:
-    """SFT records for the run's problems that have no correct stored sample: ``k`` samples with the gold
-    answer as a hint; correct ones whose text does not mention the hint are kept, stored with the prompt
-    WITHOUT the hint (STaR's rationalization)."""
-    from thinktwice.types import Message, Prompt
-
-    run = store.get_run(run_id)
-    split = _check_split(store, run_id, cfg)
-    task = _task(run)
-    if task is None:
-        raise ConfigError(f"run {run_id} has no task that can be rebuilt here; rationalization needs its grader")
-    solved = {s.problem_id for s in store.samples(run_id, with_tokens=False) if s.correct is True}
-    out: list[dict[str, Any]] = []
-    for i, prob in enumerate(store.problems(run_id)):
-        if prob.id in solved or prob.gold is None:
-            continue
-        p = task.prompt(prob)
-        hint = HINT.format(gold=prob.gold)
-        if p.raw is not None:
-            hinted = Prompt(raw=p.raw.rstrip("\n") + f" ({hint})\n", assistant_prefix=p.assistant_prefix)
-        else:
-            msgs = list(p.messages)
-            j = max(ix for ix, m in enumerate(msgs) if m.role == "user")
-            msgs[j] = Message("user", msgs[j].content + "\n\n" + hint)
-            hinted = Prompt(messages=tuple(msgs), assistant_prefix=p.assistant_prefix)
-        params = task.params().replace(temperature=temperature, seed=seed + 1000 * i)
-        got = await backend.sample(hinted, params, n=k)
-        seen: set[str] = set()
-        for j2, smp in enumerate(got):
-            if "hint" in smp.text.lower() or not task.grade(task.extract(smp.text), prob):
-                continue
-            if cfg.verify_steps and not arith_steps_valid(smp.text):
-                continue
-            key = path_key(smp.text)
-            if key in seen:
-                continue
-            seen.add(key)
-            out.append(sft_record(prompt_text(task, prob), smp.text.strip(), {
-                "run": run_id, "problem_id": prob.id, "source": "rationalization", "samples": [j2],
-                "source_model": getattr(backend, "model", None), "strategy": None, "task": run.task,
-                "temperature": temperature, "split": split, "filter": "answer", "hinted": True},
-                conversational=cfg.conversational))
-            if len(seen) >= cfg.max_per_problem:
-                break
-    log.info("rationalized %d records for unsolved problems of run %d", len(out), run_id)
-    return out
