@@ -10,12 +10,8 @@ import pytest
 from thinktwice.lm.meter import Meter
 from thinktwice.lm.scripted import ScriptedBackend, synthetic_stat, tokenize
 from thinktwice.registry import signals
-from thinktwice.signals.consistency import (
-    RPCConfig,
-    fit_weibull_mixture,
-    parse_usc,
-    prune_paths,
-)
+from thinktwice.signals.consistency import RPCConfig, parse_usc
+from thinktwice.signals.rpc import fit_weibull_mixture, prune_paths
 from thinktwice.tasks.base import Query
 from thinktwice.types import Candidate, Problem, Prompt, Sample
 

@@ -26,6 +26,14 @@ import numpy as np
 from thinktwice.errors import ConfigError
 from thinktwice.lm.meter import Meter
 from thinktwice.signals.confidence import candidate_arrays
+from thinktwice.signals.rpc import (
+    Pruning,
+    consistency_scores,
+    no_pruning,
+    path_probs,
+    path_weights,
+    reasoning_pruning,
+)
 from thinktwice.signals.token_stats import mean_logprob
 from thinktwice.strategies.voting import AnswerClass, group_answers
 from thinktwice.tasks.base import Query
@@ -39,9 +47,6 @@ __all__ = [
     "USCAgreement",
     "USCConfig",
     "VoteShare",
-    "WeibullMixture",
-    "fit_weibull_mixture",
-    "prune_paths",
     "query_seed",
     "rpc_scores",
 ]
@@ -111,149 +116,24 @@ class AnswerEntropy:
 
 
 @dataclass(frozen=True, slots=True)
-class WeibullMixture:
-    """Two-component Weibull mixture ``w·W(k1, λ1) + (1-w)·W(k2, λ2)``."""
-
-    w: float
-    k1: float
-    lam1: float
-    k2: float
-    lam2: float
-
-    @staticmethod
-    def _pdf(x: np.ndarray, k: float, lam: float) -> np.ndarray:
-        z = x / lam
-        return (k / lam) * z ** (k - 1) * np.exp(-(z**k))
-
-    def densities(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Weighted component densities ``(w f1, (1-w) f2)`` at ``x``."""
-        return self.w * self._pdf(x, self.k1, self.lam1), (1 - self.w) * self._pdf(x, self.k2, self.lam2)
-
-    def means(self) -> tuple[float, float]:
-        return self.lam1 * math.gamma(1 + 1 / self.k1), self.lam2 * math.gamma(1 + 1 / self.k2)
-
-
-def _weighted_weibull_mle(
-    x: np.ndarray, r: np.ndarray, k0: float = 1.0, lo: float = 0.01, hi: float = 200.0
-) -> tuple[float, float]:
-    """Weighted Weibull MLE: the shape solves the profile equation
-    ``g(k) = Σr x^k ln x / Σr x^k − 1/k − mean_r(ln x) = 0`` (increasing in k) by safeguarded Newton
-    from ``k0`` (bisection when a step leaves the bracket); the scale follows in closed form."""
-    lx = np.log(x)
-    lx2 = lx * lx
-    rs = r.sum()
-    mean_lx = float((r * lx).sum() / rs)
-
-    def g_and_slope(k: float) -> tuple[float, float]:
-        w = r * x**k
-        b = w.sum()
-        a = (w * lx).sum() / b
-        c = (w * lx2).sum() / b
-        return float(a - 1.0 / k - mean_lx), float(c - a * a + 1.0 / (k * k))
-
-    a_, b_ = lo, hi
-    if g_and_slope(b_)[0] < 0:  # (near-)degenerate data: the shape runs to the bound
-        k = b_
-    elif g_and_slope(a_)[0] > 0:
-        k = a_
-    else:
-        k = min(max(k0, a_), b_)
-        for _ in range(100):
-            gk, dk = g_and_slope(k)
-            if gk > 0:
-                b_ = k
-            else:
-                a_ = k
-            if abs(gk) < 1e-10 or b_ - a_ < 1e-9:
-                break
-            step = k - gk / dk if dk > 0 else math.nan
-            k = step if a_ < step < b_ else 0.5 * (a_ + b_)
-    lam = float(((r * x**k).sum() / rs) ** (1.0 / k))
-    return k, max(lam, 0.01)
-
-
-def fit_weibull_mixture(p: Sequence[float] | np.ndarray, max_iter: int = 200, tol: float = 1e-8) -> WeibullMixture | None:
-    """Maximum-likelihood two-Weibull mixture of the path probabilities ``p`` by EM.
-
-    Initialised and bounded as in the RPC code (w=0.5, k1=1, λ1=1, k2=1.5, λ2=2; w in [0.2, 0.8],
-    shapes and scales >= 0.01). Returns None when the data cannot support a fit (fewer than 3
-    points, all equal, or a numerical failure).
-    """
-    x = np.clip(np.asarray(p, dtype=np.float64), 1e-12, None)
-    if x.size < 3 or float(np.ptp(x)) < 1e-9 or not np.all(np.isfinite(x)):
-        return None
-    m = WeibullMixture(0.5, 1.0, 1.0, 1.5, 2.0)
-    prev = -math.inf
-    with np.errstate(all="ignore"):
-        for _ in range(max_iter):
-            d1, d2 = m.densities(x)
-            tot = d1 + d2
-            if not np.all(np.isfinite(tot)) or np.any(tot <= 0):
-                return None
-            ll = float(np.log(tot).sum())
-            r1 = d1 / tot
-            r2 = 1.0 - r1
-            w = float(np.clip(r1.mean(), 0.2, 0.8))
-            k1, l1 = _weighted_weibull_mle(x, r1 + 1e-12, m.k1)
-            k2, l2 = _weighted_weibull_mle(x, r2 + 1e-12, m.k2)
-            m = WeibullMixture(w, k1, l1, k2, l2)
-            if abs(ll - prev) < tol * max(1.0, abs(ll)):
-                break
-            prev = ll
-    return m
-
-
-def prune_paths(p: Sequence[float] | np.ndarray) -> np.ndarray:
-    """RPC reasoning pruning: a boolean mask of the paths kept.
-
-    Path i is dropped when its posterior membership in the low-mean component exceeds the
-    high-mean one **and** ``p_i`` is below the mean of ``p``. Without a fit, every path is kept.
-    """
-    x = np.asarray(p, dtype=np.float64)
-    keep = np.ones(x.shape, dtype=bool)
-    fit = fit_weibull_mixture(x)
-    if fit is None:
-        return keep
-    d1, d2 = fit.densities(np.clip(x, 1e-12, None))
-    m1, m2 = fit.means()
-    low, high = (d1, d2) if m1 < m2 else (d2, d1)
-    keep &= ~((low > high) & (x < x.mean()))
-    return keep
-
-
-@dataclass(frozen=True, slots=True)
 class RPCConfig:
-    """``prune``: apply reasoning pruning (True in the paper); ``dedupe``: count identical completion
-    texts once per answer (True in the RPC code)."""
+    """``prune``: apply reasoning pruning (True in the paper); ``dedupe``: count a repeated
+    (completion text, path probability) once (True in the RPC code)."""
 
     prune: bool = True
     dedupe: bool = True
 
 
 def rpc_scores(
-    answers_classes: Sequence[AnswerClass], texts: Sequence[str], path_probs: Sequence[float],
+    answers_classes: Sequence[AnswerClass], texts: Sequence[str], probs: Sequence[float] | np.ndarray,
     config: RPCConfig = RPCConfig(),
-) -> tuple[list[float], np.ndarray]:
+) -> tuple[list[float], Pruning]:
     """Per-candidate RPC confidence (the normalised perplexity-consistency score of its answer) and
-    the keep mask. Candidates in no class (no answer) score 0."""
-    p = np.nan_to_num(np.asarray(path_probs, dtype=np.float64), nan=0.0)
-    keep = prune_paths(p) if config.prune else np.ones(p.shape, dtype=bool)
-    class_score = []
-    for c in answers_classes:
-        seen: set[str] = set()
-        s = 0.0
-        for i in c.members:
-            if not keep[i] or (config.dedupe and texts[i] in seen):
-                continue
-            seen.add(texts[i])
-            s += float(p[i])
-        class_score.append(s)
-    total = sum(class_score)
-    out = [0.0] * len(texts)
-    for c, s in zip(answers_classes, class_score):
-        for i in c.members:
-            out[i] = s / total if total > 0 else 0.0
-    return out, keep
+    the pruning outcome. Candidates in no class (no answer), or without a finite path probability,
+    add nothing; see :mod:`thinktwice.signals.rpc`."""
+    pruning = reasoning_pruning(probs) if config.prune else no_pruning(len(probs), "pruning off")
+    weights = path_weights(texts, probs, pruning.keep, config.dedupe)
+    return consistency_scores([c.members for c in answers_classes], weights), pruning
 
 
 class RPC:
@@ -261,7 +141,9 @@ class RPC:
 
     Path probability ``exp(mean logprob)`` per sample; low-probability paths pruned by a two-Weibull
     mixture; answer score = sum of surviving path probabilities; a candidate scores its answer's
-    share. Needs chosen-token logprobs; no model calls.
+    share. Needs chosen-token logprobs; no model calls. The algorithm lives in
+    :mod:`thinktwice.signals.rpc` (shared with the ``rpc`` strategy); when the pool cannot support
+    the mixture fit nothing is pruned, logged at debug level.
     """
 
     name = "rpc"
@@ -273,8 +155,11 @@ class RPC:
 
     def score_sync(self, query: Query, candidates: Sequence[Candidate], backend: str | None = None) -> list[float]:
         arrays = candidate_arrays(candidates, self.name, backend=backend)
-        probs = [math.exp(m) if not math.isnan(m := mean_logprob(a)) else 0.0 for a in arrays]
-        out, _ = rpc_scores(_classes(query, candidates), [c.sample.text for c in candidates], probs, self.config)
+        probs = path_probs([mean_logprob(a) for a in arrays])
+        texts = [c.sample.text for c in candidates]
+        out, pruning = rpc_scores(_classes(query, candidates), texts, probs, self.config)
+        if pruning.fallback is not None and self.config.prune:
+            log.debug("rpc: problem %s, nothing pruned: %s", query.problem.id, pruning.fallback)
         return out
 
     async def score(self, query: Query, candidates: Sequence[Candidate], lm: Meter | None = None) -> list[float]:
