@@ -114,21 +114,26 @@ def demo_cmd(
         result = run_async(run_demo(backend, task, probs, n=samples, temperature=temperature, seed=seed,
                                     progress=progress))
     table = Table(title=f"{backend.model} on {len(probs)} held-out problems ({task.version}), T={temperature}")
-    # accuracy and difference in points; "SC at same tokens" = self-consistency@k at about the same generated tokens
-    for col in ("strategy", "accuracy % [95% CI]", "calls", "gen. tokens", "SC at same tokens",
+    # accuracy and difference in points; "SC at same tokens" = self-consistency at exactly the row's generated
+    # tokens (SC@k, or "SC@k/k+1 mix w": SC@k+1 with probability w), "SC tokens" what that baseline spends
+    for col in ("strategy", "accuracy % [95% CI]", "calls", "gen. tokens", "SC at same tokens", "SC tokens",
                 "difference [95% CI]"):
         table.add_column(col, justify="left" if col == "strategy" else "right")
     for r in result.rows:
         table.add_row(
             r.name, f"{_fmt(r.accuracy)} [{_fmt(r.lo)}, {_fmt(r.hi)}]", f"{r.calls:.2f}", f"{r.tokens:.0f}",
-            f"SC@{r.matched_k}: {_fmt(r.matched_accuracy)}" if r.matched_k else "-",
+            f"{r.matched_label}: {_fmt(r.matched_accuracy)}" if r.matched_label else "-",
+            (f"{r.matched_tokens:.0f}" + (" *" if r.matched_capped else "")) if r.matched_tokens is not None else "-",
             f"{100 * r.delta:+.1f} [{100 * (r.delta_lo or 0):+.1f}, {100 * (r.delta_hi or 0):+.1f}]"
             if r.delta is not None else "-",
         )
-    wide = Console(width=max(out.width, 124))  # the table needs ~120 columns; pipes get 80
+    wide = Console(width=max(out.width, 140))  # the table needs ~135 columns; pipes get 80
     wide.print(table)
     wide.print(f"pass@{samples} (oracle): {_fmt(result.pass_at_n)}%   mean tokens per sample: "
-              f"{result.tokens_per_sample:.1f}")
+               f"{result.tokens_per_sample:.1f}")
+    if any(r.matched_capped for r in result.rows):
+        wide.print(f"* capped at the pool size: SC@{samples} spends FEWER tokens than the strategy, so that "
+                   "row's baseline is not compute-matched")
     for s in result.skipped:
         err.print(f"skipped {s}")
     png = plot_demo(result, plot)

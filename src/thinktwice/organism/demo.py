@@ -1,6 +1,10 @@
 """The organism demo: greedy, self-consistency, adaptive-consistency and self-certainty best-of-N on
 held-out arithmetic problems, each beside self-consistency at the same generated tokens.
 
+"The same" is exact (METHODS §1.5): the baseline is SC@k, or the mixture of SC@k and SC@(k+1) whose
+expected tokens equal the row's, with SC@k's tokens taken from the replayed curve (the pool's mean
+tokens of the first k samples over the orders); see :mod:`thinktwice.eval.matched`.
+
 Sampling is done once: greedy runs live (one call per problem), and one call of ``n`` samples per
 problem draws a pool that self-consistency@n itself would have drawn. Every sampling strategy is
 then replayed against that pool (:class:`~thinktwice.lm.pool.PoolBackend`, billed for the samples
@@ -20,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from thinktwice.errors import ThinktwiceError
-from thinktwice.eval.matched import matched_k, paired_difference, replay_strategy
+from thinktwice.eval.matched import match_sc, paired_difference, replay_strategy
 from thinktwice.eval.stats import bootstrap_ci
 from thinktwice.lm.base import Backend
 from thinktwice.lm.pool import PoolSource
@@ -48,8 +52,12 @@ class DemoRow:
     hi: float
     calls: float  # model calls per problem
     tokens: float  # generated tokens per problem
-    matched_k: int | None = None
+    matched_k: int | None = None  # the baseline's SC size (the smaller one of a mixture)
     matched_accuracy: float | None = None
+    matched_weight: float = 0.0  # probability of SC@(matched_k + 1) in the mixture
+    matched_tokens: float | None = None  # the baseline's own generated tokens per problem
+    matched_label: str | None = None  # "SC@4" or "SC@4/5 mix w=0.37"
+    matched_capped: bool = False  # the pool is too small: the baseline spends fewer tokens
     delta: float | None = None  # accuracy - matched SC accuracy (paired by problem)
     delta_lo: float | None = None
     delta_hi: float | None = None
@@ -78,12 +86,13 @@ def _row(name: str, per_problem: Sequence[float], usage: Usage, denom: int, seed
 
 
 def _matched(row: DemoRow, per_problem: Sequence[float], sc_by_k: dict[int, tuple[float, ...]],
-             t: float, n: int, seed: int) -> DemoRow:
-    k = matched_k(row.tokens, t, k_max=n)
-    base = sc_by_k[k]
+             sc_tokens: Sequence[float], seed: int) -> DemoRow:
+    m = match_sc(row.tokens, sc_tokens)
+    base = m.interpolate(sc_by_k)
     d = paired_difference(per_problem, base, seed=seed)
-    return DemoRow(**{**row.to_dict(), "matched_k": k, "matched_accuracy": float(np.mean(base)),
-                      "delta": d.delta, "delta_lo": d.lo, "delta_hi": d.hi})
+    return DemoRow(**{**row.to_dict(), "matched_k": m.k, "matched_accuracy": float(np.mean(base)),
+                      "matched_weight": m.weight, "matched_tokens": m.tokens, "matched_label": m.label,
+                      "matched_capped": m.capped, "delta": d.delta, "delta_lo": d.lo, "delta_hi": d.hi})
 
 
 async def run_demo(
@@ -134,8 +143,9 @@ async def run_demo(
         if progress is not None:
             progress("replay", k, n)
 
-    rows = [_matched(_row("greedy", greedy_ok, greedy_usage, m, seed), greedy_ok, sc_by_k, t, n, seed)]
-    rows.append(_matched(sc_rows[n][0], sc_rows[n][1], sc_by_k, t, n, seed))
+    sc_tokens = [tok for _, tok, _ in curve]  # SC@k's own tokens, k = 1..n, from the pool
+    rows = [_matched(_row("greedy", greedy_ok, greedy_usage, m, seed), greedy_ok, sc_by_k, sc_tokens, seed)]
+    rows.append(_matched(sc_rows[n][0], sc_rows[n][1], sc_by_k, sc_tokens, seed))
     skipped: list[str] = []
     for label, name, opts in DEMO_STRATEGIES:
         label = label.format(n=n)
@@ -150,8 +160,8 @@ async def run_demo(
         except ThinktwiceError as e:  # a strategy that cannot run here is reported, not fatal
             skipped.append(f"{label}: {type(e).__name__}: {e}")
             continue
-        rows.append(_matched(_row(label, r.accuracy, r.usage, m * r.orders, seed), r.accuracy, sc_by_k, t, n,
-                             seed))
+        rows.append(_matched(_row(label, r.accuracy, r.usage, m * r.orders, seed), r.accuracy, sc_by_k,
+                             sc_tokens, seed))
     return DemoResult(rows, curve, m, t, skipped, pass_n)
 
 
