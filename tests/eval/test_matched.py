@@ -49,6 +49,12 @@ def test_exact_sizes_below_one_and_above_the_pool() -> None:
     assert "fewer than the strategy's 450" in (cap.note or "")
 
 
+def test_labels_never_round_a_weight_to_0_or_1() -> None:
+    assert MatchedSC(1.0, 13, 0.996, 1.0).label == "SC@13/14 mix w=0.996"
+    assert MatchedSC(1.0, 2, 0.0004, 1.0).label == "SC@2/3 mix w=0.0004"
+    assert MatchedSC(1.0, 2, 0.37, 1.0).label == "SC@2/3 mix w=0.37"
+
+
 def test_interpolation_is_per_item() -> None:
     m = match_sc(125.0, [100.0, 200.0])
     acc = m.interpolate({1: [1.0, 0.0, 0.5], 2: [0.0, 1.0, 0.5]})

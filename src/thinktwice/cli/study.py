@@ -208,6 +208,8 @@ def register(app: typer.Typer) -> None:
         strategies: str | None = typer.Option(None, "--strategies", help="Strategies replayed on pool runs."),
         permutations: int = typer.Option(200, "--permutations", "-B", help="Random orders per problem."),
         drilldown: int = typer.Option(50, "--problems", help="Problems shown in the drill-down per run."),
+        window: int = typer.Option(2048, "--window", help="DeepConf group window (tokens); a window as long as "
+                                                          "the traces never cuts one (the report says so)."),
         store: Path | None = StoreOpt,
         seed: int = SeedOpt,
     ) -> None:
@@ -216,7 +218,8 @@ def register(app: typer.Typer) -> None:
         from thinktwice.eval.store import RunStore
 
         strats = tuple(s.strip() for s in strategies.split(",") if s.strip()) if strategies else DEFAULT_STRATEGIES
-        opts = ReportOptions(strategies=strats, permutations=permutations, seed=seed, drilldown=drilldown)
+        opts = ReportOptions(strategies=strats, permutations=permutations, seed=seed, drilldown=drilldown,
+                             window=window)
         with RunStore(default_store(store), readonly=True) as st:
             paths = write_report(st, runs, out_dir, opts)
         out.print(f"wrote {paths['html']}, {paths['md']}, {paths['json']}")

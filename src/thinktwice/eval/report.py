@@ -1,10 +1,20 @@
 """Study reports: a self-contained HTML page, a Markdown file and a JSON summary for stored runs.
 
 For each pool run: accuracy-vs-tokens and -vs-calls curves replayed from the pool (METHODS §1.3),
-a comparison table at k = 1, 2, 4, ... N with 95% two-level bootstrap intervals and the paired
-difference against self-consistency at the same k (common random numbers), the calibration of
-every per-sample signal (AUROC, ECE, Brier; reliability and risk-coverage plots), and a
-per-problem drill-down. Eval runs add their decisions (accuracy with a Wilson interval, compute,
+one panel per strategy beside self-consistency; a comparison table at k = 1, 2, 4, ... N with 95%
+two-level bootstrap intervals and the paired difference against self-consistency at the same
+generated tokens (METHODS §1.5: SC@k or the SC@k/SC@(k+1) mixture whose expected tokens equal the
+row's, its correctness interpolated per order and problem, on the same orders), with the
+baseline's own tokens beside the row's; the calibration of every per-sample signal (AUROC, ECE,
+Brier; reliability and risk-coverage plots), and a per-problem drill-down.
+
+Calls and prompt tokens are billed as the pool's backend could serve them: when it returned n
+samples per call (the run config's ``native_n``, else inferred from the stored samples: the
+siblings of one n-sample call carry zero calls), SC@k is one call and one prompt. ``greedy``
+replayed from a pool is its first sample (SC@1 at the pool's temperature) and is named so.
+Signals computed from a top-k renormalisation (``PoolData.approx_scores``) are marked
+``(approx., top-k)``, and a DeepConf-online window at least as long as the traces (which then
+never cuts one) is noted on its rows. Eval runs add their decisions (accuracy with a Wilson interval, compute,
 decision confidence calibration). Runs are compared only when task, prompt and grader versions
 match; otherwise the page opens with a warning naming the differing runs. Plots are inlined as
 base64 PNGs, so the page needs no other file.
@@ -12,6 +22,7 @@ base64 PNGs, so the page needs no other file.
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import logging
@@ -27,13 +38,15 @@ from typing import Any
 import numpy as np
 
 from thinktwice.errors import ConfigError, StoreError
-from thinktwice.eval.curves import Curve, parse_specs, pass_at_k_points, replay, table_ks
-from thinktwice.eval.metrics import paired_difference
-from thinktwice.eval.plots import curve_png_bytes, png_data_uri
+from thinktwice.eval.curves import Curve, CurveSpec, parse_specs, pass_at_k_points, replay, table_ks
+from thinktwice.eval.matched import match_sc
+from thinktwice.eval.metrics import two_level_bootstrap
+from thinktwice.eval.plots import curve_png_bytes, png_data_uri, signal_label, strategy_label
 from thinktwice.eval.pool_data import PoolData, answer_format_for
 from thinktwice.eval.store import RunInfo, RunStore
 
-__all__ = ["DEFAULT_STRATEGIES", "ReportOptions", "build_report", "version_key", "write_report"]
+__all__ = ["DEFAULT_STRATEGIES", "ReportOptions", "build_report", "pool_native_n", "pool_temperature", "version_key",
+           "window_note", "write_report"]
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +84,7 @@ def version_key(info: RunInfo) -> tuple[str | None, str | None, str | None, str 
 class _RunSection:
     info: RunInfo
     curves: list[Curve] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)  # curve label -> the name shown to readers
     rows: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     images: dict[str, bytes] = field(default_factory=dict)
@@ -114,6 +128,45 @@ def _fmt_key(key: tuple[Any, ...]) -> str:
     return "task={} version={} prompt={} grader={}".format(*key)
 
 
+def pool_native_n(info: RunInfo, samples: Sequence[Any]) -> tuple[bool, str]:
+    """Whether the pool's backend returned n samples per call, and how that is known.
+
+    The run config's ``native_n`` when recorded; else inferred from ``samples`` (stored rows): the
+    siblings of a native n-sample call carry ``usage.calls == 0``. A native backend drawn one
+    sample per call leaves no such trace, so a pool without the config key then reads as not native.
+    """
+    v = (info.config or {}).get("native_n")
+    if isinstance(v, bool):
+        return v, "run config"
+    native = any(r.sample.usage.calls == 0 for r in samples if getattr(r, "stage", "sample") == "sample")
+    return native, "inferred from the stored samples"
+
+
+def pool_temperature(info: RunInfo) -> float | None:
+    """The pool's sampling temperature from its run config (None when not recorded)."""
+    t = ((info.config or {}).get("pool") or {}).get("temperature")
+    return float(t) if isinstance(t, (int, float)) else None
+
+
+def window_note(pool: PoolData, window: int) -> tuple[str, str] | None:
+    """(short, full) notes when the DeepConf window is at least as long as most traces, which the
+    online stop then never cuts (a trace of T <= window tokens has one group, ending at its end)."""
+    tok = np.asarray(pool.completion_tokens, dtype=float)
+    if not tok.size:
+        return None
+    share = float((tok <= window).mean())
+    if share >= 1.0:
+        return ("window ≥ every trace: never cuts one",
+                f"window of {window} tokens is at least as long as every trace (longest {tok.max():.0f} tokens): "
+                "the online stop never cuts a trace, so it saves no tokens and only drops low-confidence votes "
+                "(pass a smaller --window to measure early stopping)")
+    if share >= 0.5:
+        return (f"window ≥ {100 * share:.0f}% of traces: those are never cut",
+                f"window of {window} tokens is at least as long as {100 * share:.0f}% of the traces (median "
+                f"{np.median(tok):.0f} tokens): those are never cut early")
+    return None
+
+
 def _pool_section(store: RunStore, sec: _RunSection, opts: ReportOptions) -> None:
     info = sec.info
     fmt = answer_format_for(info)
@@ -122,7 +175,11 @@ def _pool_section(store: RunStore, sec: _RunSection, opts: ReportOptions) -> Non
     except (StoreError, ConfigError) as e:
         sec.notes.append(f"no curves: {e}")
         return
-    specs = []
+    approx = frozenset(getattr(pool, "approx_scores", frozenset()))
+    temperature = pool_temperature(info)
+    stored = store.samples(info.id, with_tokens=False)
+    native, how = pool_native_n(info, stored)
+    specs: list[CurveSpec] = []
     for spec in parse_specs(list(opts.strategies)):
         name = spec.score_name
         if name is not None and name not in pool.scores:
@@ -132,36 +189,76 @@ def _pool_section(store: RunStore, sec: _RunSection, opts: ReportOptions) -> Non
             sec.notes.append("skipped deepconf-online: the pool has no per-token confidences")
             continue
         specs.append(spec)
-    curves = replay(pool, specs, n_perm=opts.permutations, seed=opts.seed, n_boot=opts.n_boot)
-    curves.append(pass_at_k_points(pool, n_boot=opts.n_boot, seed=opts.seed))
+    if not any(s.kind == "sc" for s in specs):  # the compute-matched baseline of every row
+        specs.insert(0, CurveSpec("sc"))
+    curves = replay(pool, specs, n_perm=opts.permutations, seed=opts.seed, n_boot=opts.n_boot, native_n=native)
+    sc = next(c for c in curves if c.label == "sc")
+    oracle = pass_at_k_points(pool, n_boot=opts.n_boot, seed=opts.seed)
+    # the oracle draws SC@k's samples: bill it SC@k's calls and prompts (one call each with native n)
+    curves.append(dataclasses.replace(oracle, calls=sc.calls.copy(), prompt_tokens=sc.prompt_tokens.copy()))
     sec.curves = curves
+    labels = {c.label: strategy_label(c.label, temperature=temperature, approx=approx) for c in curves}
+    labels["pass@k"] = "pass@k (oracle)"
+    sec.labels = labels
+    online_note = window_note(pool, opts.window) if any(s.kind == "deepconf-online" for s in specs) else None
+    if online_note:
+        sec.notes.append(f"deepconf-online: {online_note[1]}")
+    sec.notes.append(f"calls and prompt tokens billed as a backend {'with' if native else 'without'} native n "
+                     f"({how}): SC@k is {'one call' if native else 'k calls'}, ESC one call per window")
+    approx_here = sorted(a for a in approx if a in pool.scores)
+    if approx_here:
+        sec.notes.append(f"{', '.join(approx_here)}: computed from token statistics renormalised over the top "
+                         "alternatives the backend returned, so approximate; marked (approx., top-k)")
     P, N = pool.shape
-    sc = next((c for c in curves if c.label == "sc"), None)
     for c in curves:
+        ks = [k for k in table_ks(N) if k in c.ks]
+        matches = [match_sc(c.at(k)["tokens"], sc.tokens) for k in ks] if c.label != "pass@k" else []
         diff = None
-        if sc is not None and c is not sc and c.correct is not None and sc.correct is not None \
-                and c.correct.shape == sc.correct.shape:
-            diff = paired_difference(c.correct, sc.correct, n_boot=opts.n_boot, seed=opts.seed)
-        for k in table_ks(N):
-            if k not in c.ks:
-                continue
-            row: dict[str, Any] = {"run": info.id, "model": info.model, "strategy": c.label, **c.at(k)}
+        if matches and c.correct is not None and sc.correct is not None:
+            diff = _matched_difference(c.correct, sc.correct, ks, matches, opts)
+        for i, k in enumerate(ks):
+            row: dict[str, Any] = {"run": info.id, "model": info.model, "strategy": labels[c.label],
+                                   "spec": c.label, **c.at(k), "notes": []}
+            if matches:
+                m = matches[i]
+                row.update(matched_sc=m.label, matched_k=m.k, matched_weight=m.weight, matched_tokens=m.tokens,
+                           matched_capped=m.capped)
+                if m.note:
+                    row["notes"].append(m.note)
             if diff is not None:
-                i = k - 1
-                row.update(diff_vs_sc=float(diff[0][i]), diff_lo=float(diff[1][i]), diff_hi=float(diff[2][i]))
+                row.update(diff_vs_matched=float(diff[0][i]), diff_lo=float(diff[1][i]), diff_hi=float(diff[2][i]))
+            if c.label == "deepconf-online" and online_note:
+                row["notes"].append(online_note[0])
             sec.rows.append(row)
     title = f"run {info.id}: {info.model or info.backend} on {info.task} ({P} problems x {N} samples)"
-    sec.images["curve_tokens"] = curve_png_bytes(curves, x="tokens", title=title)
-    sec.images["curve_calls"] = curve_png_bytes(curves, x="calls", title=title)
-    _signal_calibration(pool, sec)
-    _pool_drilldown(store, pool, sec, opts)
-    endpoints = sorted({r.sample.endpoint for r in store.samples(info.id, with_tokens=False) if r.sample.endpoint})
+    sec.images["curve_tokens"] = curve_png_bytes(curves, x="tokens", title=title, labels=labels)
+    sec.images["curve_calls"] = curve_png_bytes(curves, x="calls", title=title, labels=labels)
+    _signal_calibration(pool, sec, approx)
+    _pool_drilldown(store, pool, sec, opts, approx)
+    endpoints = sorted({r.sample.endpoint for r in stored if r.sample.endpoint})
     sec.summary = {"problems": P, "samples_per_problem": N, "endpoints": endpoints,
                    "mean_completion_tokens": float(pool.completion_tokens.mean()),
-                   "sample_accuracy": float(pool.correct.mean())}
+                   "sample_accuracy": float(pool.correct.mean()), "native_n": native, "native_n_source": how,
+                   "temperature": temperature, "approx_scores": approx_here}
 
 
-def _signal_calibration(pool: PoolData, sec: _RunSection) -> None:
+def _matched_difference(correct: np.ndarray, sc_correct: np.ndarray, ks: Sequence[int], matches: Sequence[Any],
+                        opts: ReportOptions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean and two-level bootstrap interval of (row correct - matched SC), per table budget.
+
+    ``correct`` and ``sc_correct`` are (B, P, K) on the same orders; the baseline's correctness on each
+    (order, problem) is the mixture's interpolation of SC@k's and SC@(k+1)'s (common random numbers).
+    """
+    def sc_at(j: int) -> np.ndarray:
+        return sc_correct[:, :, j - 1]
+
+    d = np.stack([correct[:, :, k - 1].astype(float) - m.interpolate(sc_at) for k, m in zip(ks, matches)],
+                 axis=2)
+    lo, hi = two_level_bootstrap(d, n_boot=opts.n_boot, seed=opts.seed)
+    return d.mean(axis=(0, 1)), lo, hi
+
+
+def _signal_calibration(pool: PoolData, sec: _RunSection, approx: frozenset[str] = frozenset()) -> None:
     """Per-sample calibration of every pool signal against sample correctness (signals engineer's code)."""
     from thinktwice.eval.calibration import mapping_for, signal_report, to_unit
     from thinktwice.eval.calibration_plots import reliability_diagram, risk_coverage_plot
@@ -177,20 +274,21 @@ def _signal_calibration(pool: PoolData, sec: _RunSection) -> None:
             if np.isnan(s).all():
                 continue
             rep = signal_report(name, s, y, groups, n_boot=200)
-            sec.signals.append(rep.to_dict())
-            curves[name] = (s, y)
+            sec.signals.append({**rep.to_dict(), "label": signal_label(name, approx), "approx": name in approx})
+            curves[signal_label(name, approx)] = (s, y)
         best = max(sec.signals, key=lambda r: -1 if math.isnan(r["auroc"]) else r["auroc"], default=None)
         if best is not None:
             s = pool.scores[best["signal"]].ravel()
             p = to_unit(s, mapping_for(best["signal"], s))
-            path = reliability_diagram(p, y, Path(tmp) / "rel.png", title=best["signal"])
+            path = reliability_diagram(p, y, Path(tmp) / "rel.png", title=best["label"])
             sec.images["reliability"] = path.read_bytes()
         if curves:
             path = risk_coverage_plot(curves, Path(tmp) / "rc.png", title="selective risk per sample")
             sec.images["risk_coverage"] = path.read_bytes()
 
 
-def _pool_drilldown(store: RunStore, pool: PoolData, sec: _RunSection, opts: ReportOptions) -> None:
+def _pool_drilldown(store: RunStore, pool: PoolData, sec: _RunSection, opts: ReportOptions,
+                    approx: frozenset[str] = frozenset()) -> None:
     problems = {p.id: p for p in store.problems(sec.info.id)}
     for i, pid in enumerate(pool.problem_ids[: opts.drilldown]):
         rows = store.samples(sec.info.id, pid, with_tokens=False)
@@ -202,7 +300,7 @@ def _pool_drilldown(store: RunStore, pool: PoolData, sec: _RunSection, opts: Rep
             winner = int(np.flatnonzero(counts == counts.max())[0])
         samples = []
         for r in rows[: opts.samples_shown]:
-            sc = {k: round(float(v[i, r.index]), 4) for k, v in pool.scores.items()
+            sc = {signal_label(k, approx): round(float(v[i, r.index]), 4) for k, v in pool.scores.items()
                   if r.index < pool.shape[1] and math.isfinite(v[i, r.index])}
             samples.append({"index": r.index, "answer": r.answer, "correct": r.correct,
                             "tokens": r.sample.usage.completion_tokens, "scores": sc, "text": r.sample.text})
@@ -267,22 +365,36 @@ def _table_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
     out = []
     for r in rows:
         diff = "-"
-        if "diff_vs_sc" in r:
-            diff = f"{r['diff_vs_sc']:+.3f} [{r['diff_lo']:+.3f}, {r['diff_hi']:+.3f}]"
+        if "diff_vs_matched" in r:
+            diff = f"{r['diff_vs_matched']:+.3f} [{r['diff_lo']:+.3f}, {r['diff_hi']:+.3f}]"
+        base_tok = _f(r.get("matched_tokens"), 0)
+        if r.get("matched_capped"):
+            base_tok += " (capped: fewer)"
         out.append([str(r["run"]), str(r.get("model") or "-"), r["strategy"], _f(r.get("k")), _f(r["accuracy"]),
-                    f"[{_f(r['lo'])}, {_f(r['hi'])}]", diff, _f(r["tokens"], 0), _f(r["calls"], 1),
-                    _f(r["prompt_tokens"], 0)])
+                    f"[{_f(r['lo'])}, {_f(r['hi'])}]", _f(r["tokens"], 0), _f(r["calls"], 1),
+                    _f(r["prompt_tokens"], 0), str(r.get("matched_sc") or "-"), base_tok, diff,
+                    "; ".join(r.get("notes") or ())])
     return out
 
 
-_HEAD = ["run", "model", "strategy", "k", "accuracy", "95% CI", "Δ vs SC@k [95% CI]", "gen tokens", "calls",
-         "prompt tokens"]
+_HEAD = ["run", "model", "strategy", "k", "accuracy", "95% CI", "gen tokens", "calls", "prompt tokens",
+         "matched SC", "SC gen tokens", "Δ vs matched SC [95% CI]", "note"]
 
 
-def _html_table(head: list[str], rows: list[list[str]]) -> str:
+_TABLE_TEXT = (
+    "Accuracy per budget k with 95% two-level bootstrap intervals (problems, then one permutation each). "
+    "Each row is compared with self-consistency at the same generated tokens, never fewer: SC@k, or "
+    "\"SC@k/k+1 mix w\", which runs SC@(k+1) with probability w so that its expected tokens equal the row's "
+    "(SC@k's tokens are the pool's mean tokens of the first k samples over the orders). \"SC gen tokens\" is "
+    "what that baseline spends; a baseline capped at the pool size spends fewer and is marked. Δ is the paired "
+    "difference against it on the same permutations, its correctness interpolated per order and problem.")
+
+
+def _html_table(head: list[str], rows: list[list[str]], cls: str = "") -> str:
     th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
+    attr = f' class="{cls}"' if cls else ""
+    return f"<table{attr}><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def _md_table(head: list[str], rows: list[list[str]]) -> str:
@@ -298,10 +410,8 @@ def _render_html(data: dict[str, Any], title: str) -> str:
     comparable = set(data["comparable"])
     rows = [r for s in data["sections"] if s.info.id in comparable for r in s.rows]
     parts.append("<h2>Comparison</h2>")
-    parts.append(f"<p>Runs compared: {', '.join(map(str, sorted(comparable)))}. Accuracy per budget k with 95% "
-                 "two-level bootstrap intervals (problems, then one permutation each); Δ is the paired "
-                 "difference against self-consistency at the same k on the same permutations.</p>")
-    parts.append(_html_table(_HEAD, _table_rows(rows)))
+    parts.append(f"<p>Runs compared: {', '.join(map(str, sorted(comparable)))}. {html.escape(_TABLE_TEXT)}</p>")
+    parts.append(_html_table(_HEAD, _table_rows(rows), cls="comparison"))
     runs_head = ["run", "kind", "task", "task version", "backend", "model", "strategy", "status", "git"]
     parts.append("<h2>Runs</h2>")
     parts.append(_html_table(runs_head, [[str(s.info.id), s.info.kind, str(s.info.task), str(s.info.task_version),
@@ -319,12 +429,17 @@ def _render_html(data: dict[str, Any], title: str) -> str:
         for key, alt in (("curve_tokens", "accuracy vs generated tokens"), ("curve_calls", "accuracy vs calls"),
                          ("reliability", "reliability diagram"), ("risk_coverage", "risk-coverage curve")):
             if key in s.images:
+                caption = alt
+                if key == "curve_calls" and s.summary.get("native_n"):
+                    caption += (" (the pool's backend returns n samples per call: SC@k, votes and selections "
+                                "are one call whatever k; ESC pays one call per window, adaptive-consistency "
+                                "one per sample)")
                 parts.append(f'<figure><img class="plot" alt="{alt}" src="{png_data_uri(s.images[key])}">'
-                             f"<figcaption>{alt}</figcaption></figure>")
+                             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
         if s.signals:
             head = ["signal", "n", "AUROC", "AUROC within problem", "ECE", "Brier", "AURC"]
             parts.append("<h3>Signal calibration (per sample)</h3>")
-            parts.append(_html_table(head, [[r["signal"], str(r["n"]), _f(r["auroc"]), _f(r["auroc_within"]),
+            parts.append(_html_table(head, [[r["label"], str(r["n"]), _f(r["auroc"]), _f(r["auroc_within"]),
                                               _f(r["ece"]), _f(r["brier"]), _f(r["aurc"])] for r in s.signals]))
         if s.drill:
             parts.append(f"<h3>Problems ({len(s.drill)} shown)</h3>")
@@ -354,7 +469,7 @@ def _render_md(data: dict[str, Any], title: str, images: dict[str, str]) -> str:
         lines += [f"> **Version mismatch.** {w}", ""]
     comparable = set(data["comparable"])
     rows = [r for s in data["sections"] if s.info.id in comparable for r in s.rows]
-    lines += ["## Comparison", "", _md_table(_HEAD, _table_rows(rows)), ""]
+    lines += ["## Comparison", "", _TABLE_TEXT, "", _md_table(_HEAD, _table_rows(rows)), ""]
     for s in data["sections"]:
         lines += [f"## Run {s.info.id}: {s.info.model or s.info.backend} on {s.info.task}", ""]
         lines += [f"- {n}" for n in s.notes]
@@ -363,7 +478,7 @@ def _render_md(data: dict[str, Any], title: str, images: dict[str, str]) -> str:
                 lines += [f"![{key}]({name})", ""]
         if s.signals:
             head = ["signal", "n", "AUROC", "ECE", "Brier", "AURC"]
-            lines += ["", _md_table(head, [[r["signal"], str(r["n"]), _f(r["auroc"]), _f(r["ece"]), _f(r["brier"]),
+            lines += ["", _md_table(head, [[r["label"], str(r["n"]), _f(r["auroc"]), _f(r["ece"]), _f(r["brier"]),
                                              _f(r["aurc"])] for r in s.signals]), ""]
     return "\n".join(lines) + "\n"
 
@@ -376,7 +491,8 @@ def _summary_json(data: dict[str, Any]) -> dict[str, Any]:
             "id": s.info.id, "kind": s.info.kind, "task": s.info.task, "task_version": s.info.task_version,
             "prompt_version": s.info.config.get("prompt_version"), "grader_version": s.info.config.get("grader_version"),
             "backend": s.info.backend, "model": s.info.model, "strategy": s.info.strategy,
-            "summary": s.summary, "notes": s.notes, "table": s.rows, "curves": [c.to_dict() for c in s.curves],
+            "summary": s.summary, "notes": s.notes, "table": s.rows,
+            "curves": [{**c.to_dict(), "display": s.labels.get(c.label, c.label)} for c in s.curves],
             "signals": s.signals,
         } for s in data["sections"]],
     }
