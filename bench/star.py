@@ -3,9 +3,12 @@ monitor and plot, and DPO on harvested correct-vs-incorrect pairs (METHODS.md §
 
     python bench/star.py [--problems 128] [--k 8] [--steps 64] [--restart base] [--filter steps]
                          [--control-gold stream] [--eval-problems 200] [--dev-problems 200]
-                         [--dpo-lr 1e-6,3e-6,1e-5,3e-5] [--out runs/bench-star]
+                         [--rationalize] [--dpo-lr 1e-6,3e-6,1e-5,3e-5] [--out runs/bench-star]
 
-Everything runs on CPU with one torch thread; the baseline (the starting checkpoint's held-out
+Without ``--rationalize`` the loop is STaR without rationalization (RFT-style). Everything runs on
+CPU with one torch thread and deterministic algorithms, so a seed repeats its figures to the digit
+on one machine and torch build; other CPUs may run other kernels (the ``numerics`` line says which:
+``ATEN_CPU_CAPABILITY=avx2`` pins torch's kernels). The baseline (the starting checkpoint's held-out
 greedy accuracy) is measured in the same run. Settings are chosen on a dev set of TRAIN-split
 problems that STaR never samples (``--dev-problems``): the DPO learning rate is picked on it
 automatically, and the STaR filter by comparing the dev columns of ``--filter answer`` and
@@ -47,6 +50,8 @@ def main() -> None:
     ap.add_argument("--filter", default="steps", choices=["answer", "steps"],
                     help="select by the final answer only, or also require every equation to be right")
     ap.add_argument("--control-gold", default="stream", choices=["random", "story", "all", "stream"])
+    ap.add_argument("--rationalize", action="store_true",
+                    help="STaR's rationalization (hinted resampling of problems with no kept sample)")
     ap.add_argument("--dpo-steps", type=int, default=40)
     ap.add_argument("--dpo-lr", default="1e-6,3e-6,1e-5,3e-5",
                     help="DPO learning rates; with --dev-problems the best on the dev set is the headline")
@@ -60,13 +65,18 @@ def main() -> None:
     cfg = StarConfig(iterations=args.iterations, k=args.k, temperature=args.temperature, restart=args.restart,
                      problems=args.problems, eval_problems=args.eval_problems, steps=args.steps,
                      batch_size=args.batch_size, lr=args.lr, verify_steps=args.filter == "steps", control=True,
-                     control_gold=args.control_gold, dev_problems=args.dev_problems, seed=args.seed)
+                     control_gold=args.control_gold, dev_problems=args.dev_problems, rationalize=args.rationalize,
+                     seed=args.seed)
     out = Path(args.out)
     t0 = time.perf_counter()
     res = run_star(cfg, args.checkpoint, out)
     star_seconds = time.perf_counter() - t0
 
-    # DPO from the starting checkpoint on pairs harvested from iteration 1's samples (drawn from the base).
+    # DPO from the starting checkpoint on pairs harvested from iteration 1's samples (drawn from the base),
+    # under the same numerics as the STaR arm (run_star restores the global flag when it returns).
+    import torch
+
+    torch.use_deterministic_algorithms(True)
     from thinktwice.organism.checkpoint import load
     from thinktwice.train.organism_dpo import dpo, preference_pairs
     from thinktwice.train.star import _problems
@@ -88,7 +98,7 @@ def main() -> None:
     dpo_seconds = time.perf_counter() - t0
 
     plot = plot_bstar(res, out / "bstar.png")
-    t = Table(title=f"STaR on the organism ({cfg.problems} train problems x k={cfg.k}, {cfg.steps} steps/iter, "
+    t = Table(title=f"{cfg.name} on the organism ({cfg.problems} train problems x k={cfg.k}, {cfg.steps} steps/iter, "
                     f"restart={cfg.restart}, held-out greedy on {cfg.eval_problems} test problems)")
     for c in ("iter", "T", "pass@k", "sample acc", "distinct paths", "kept", "kept w/ bad steps", "exploitation",
               "balance", "STaR acc", "control acc", "STaR dev acc", "s (sample/train/eval)"):
@@ -98,7 +108,9 @@ def main() -> None:
     for r in res.iterations:
         b = r["bstar"]
         t.add_row(str(r["iteration"]), f"{r['temperature']:.2f}", f"{b['pass_at_k']:.3f}", f"{b['sample_accuracy']:.3f}",
-                  f"{b['distinct_correct_paths']:.2f}", str(r["kept"]), str(r["kept_with_bad_steps"]),
+                  f"{b['distinct_correct_paths']:.2f}",
+                  str(r["kept"]) + (f" ({r['rationalized']} hinted)" if "rationalized" in r else ""),
+                  str(r["kept_with_bad_steps"]),
                   f"{b['exploitation']:.3f}", f"{b['balance']:.3f}", f"{r['accuracy']:.3f}",
                   f"{r.get('control_accuracy', float('nan')):.3f}", _dev(r.get("dev_accuracy")),
                   f"{r['sample_seconds']}/{r['train_seconds']}/{r['eval_seconds']}")
@@ -118,6 +130,12 @@ def main() -> None:
     (out / "bench.json").write_text(json.dumps(summary, indent=1))
     err.print(f"wrote {out / 'bench.json'} and {plot}")
     ctl = res.control[-1]["accuracy"] if res.control else res.base_accuracy
+    num = res.numerics
+    usage = res.usage
+    print(f"loop: {cfg.name}")
+    print(f"numerics: torch {num['torch']}, kernels {num['cpu_capability']}, {num['threads']} thread, "
+          f"deterministic {num['deterministic']}")
+    print("generated_tokens: " + ", ".join(f"{k} {u.completion_tokens}" for k, u in usage.items()))
     print(f"base_accuracy: {res.base_accuracy:.3f}")
     print(f"star_final_accuracy: {res.final_accuracy:.3f}")
     print(f"star_gain_points: {100 * (res.final_accuracy - res.base_accuracy):.1f}")

@@ -129,6 +129,13 @@ def test_train_star_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     res = json.loads(out)
     assert res["config"]["restart"] == "base" and len(res["iterations"]) == 1
     assert (tmp_path / "bstar.png").is_file() and (tmp_path / "star.json").is_file()
+    assert res["loop"] == "STaR without rationalization" and "STaR without rationalization" in err
+    assert res["usage"]["sample"]["calls"] == 2 and "rationalize" not in res["usage"]
+    code, out, err = run(["train", "star", "--iterations", "1", "--k", "2", "--problems", "2", "--eval-problems", "2",
+                          "--steps", "1", "--batch-size", "1", "--rationalize", "--out", str(tmp_path / "r")])
+    assert code == 0, err
+    res = json.loads(out)
+    assert res["loop"] == "STaR" and res["config"]["rationalize"] is True and "rationalize" in res["usage"]
     code, _, err = run(["train", "star", "--task", "gsm8k", "--out", str(tmp_path)])
     assert code == 2 and "arith" in err
 
@@ -150,3 +157,89 @@ def test_dev_set_is_train_split_disjoint_from_sampled_and_test_problems(tmp_path
     assert saved["base_dev_accuracy"] == res.base_dev_accuracy and saved["config"]["dev_problems"] == 4
     with pytest.raises(ConfigError):
         StarConfig(dev_problems=-1)
+
+
+def _timeless(rec: dict) -> dict:
+    return {k: v for k, v in rec.items() if not k.endswith("seconds") and k != "checkpoint"}
+
+
+def test_a_seed_repeats_to_the_digit_with_deterministic_algorithms(tmp_path: Path) -> None:
+    import torch
+
+    from thinktwice.train.bstar import Scored
+
+    cfg = StarConfig(iterations=2, k=3, problems=3, eval_problems=3, steps=3, batch_size=2, control=True,
+                     control_gold="stream", seed=3)
+    inside: list[bool] = []
+    before = torch.are_deterministic_algorithms_enabled()
+    a = run_star(cfg, None, None, on_iteration=lambda r: inside.append(torch.are_deterministic_algorithms_enabled()))
+    b = run_star(cfg, None, None)
+    assert inside == [True, True] and torch.are_deterministic_algorithms_enabled() == before
+    assert [_timeless(r) for r in a.iterations] == [_timeless(r) for r in b.iterations]
+    assert [_timeless(c) for c in a.control] == [_timeless(c) for c in b.control]
+    assert a.samples == b.samples and all(isinstance(s, Scored) for g in a.samples[1] for s in g)
+    num = a.to_dict()["numerics"]
+    assert num["threads"] == 1 and num["deterministic"] is True and num["torch"] == torch.__version__
+    assert num["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+
+
+def test_rationalized_examples_train_without_the_hint_and_are_billed(  # type: ignore[no-untyped-def]
+        tmp_path: Path, monkeypatch) -> None:
+    import thinktwice.organism.train as otrain
+    from thinktwice.train import star
+    from thinktwice.train.bstar import Scored
+    from thinktwice.types import Usage
+
+    calls: list[list[str]] = []
+
+    def fake_sample(ckpt, questions, golds, k, temperature, *, seeds, max_tokens):  # type: ignore[no-untyped-def]
+        calls.append(list(questions))
+        groups = []
+        for j, (q, g) in enumerate(zip(questions, golds)):
+            hinted = "The total is" in q
+            right = hinted or j % 2 == 0  # unhinted: every other problem fails
+            text = f"0+{g}={g}.\n#### {g}" if right else "1+1=2.\n#### 2"
+            groups.append([Scored(text, str(g) if right else "2", right, True) for _ in range(k)])
+        n = len(questions)
+        return groups, Usage(calls=n, prompt_tokens=10 * n, completion_tokens=7 * k * n)
+
+    trained: list[list[tuple[str, str]]] = []
+    real_finetune = otrain.finetune
+
+    def spy(ckpt, pairs, **kw):  # type: ignore[no-untyped-def]
+        trained.append(list(pairs))
+        return real_finetune(ckpt, pairs, **kw)
+
+    monkeypatch.setattr(star, "_sample", fake_sample)
+    monkeypatch.setattr(otrain, "finetune", spy)
+    cfg = StarConfig(iterations=1, k=2, problems=4, eval_problems=2, steps=1, batch_size=1, rationalize=True)
+    res = run_star(cfg, None, tmp_path)
+    rec = res.iterations[0]
+    plain = [p.question for p in res.train_problems]
+    # problems 1 and 3 failed; only they were asked again, with the gold answer as a hint
+    assert calls[1] == [star.hinted_question(plain[i], res.train_problems[i].answer) for i in (1, 3)]
+    assert rec["rationalize_problems"] == 2 and rec["rationalized_problems"] == 2 and rec["rationalized"] == 2
+    (pairs,) = trained
+    assert len(pairs) == rec["kept"] == 4 and {q for q, _ in pairs} == set(plain)
+    assert not any("The total is" in q for q, _ in pairs)
+    lines = [json.loads(x) for x in (tmp_path / "iter1.jsonl").read_text().splitlines()]
+    hinted = [ln for ln in lines if ln["meta"]["hinted"]]
+    assert [ln["prompt"] for ln in hinted] == [plain[1], plain[3]]
+    assert all(ln["meta"]["origin"] == "rationalization" and ln["meta"]["loop"] == "STaR" for ln in hinted)
+    # the hinted calls are billed next to the plain sampling, per iteration and in the total
+    assert rec["usage"]["rationalize"] == {**Usage(2, 20, 0, 28).to_dict()}
+    assert res.usage["total"] == Usage(6, 60, 0, 84) and res.to_dict()["usage"]["rationalize"]["calls"] == 2
+    assert json.loads((tmp_path / "star.json").read_text())["loop"] == "STaR"
+
+
+def test_without_rationalization_the_loop_says_so() -> None:
+    from thinktwice.train.star import hinted_question, loop_name
+
+    assert StarConfig().name == loop_name(False) == "STaR without rationalization"
+    assert StarConfig(rationalize=True).name == "STaR"
+    from thinktwice.organism.train import make_tokenizer
+
+    tok = make_tokenizer()
+    hint = hinted_question("Ava has 1 pens. How many pens does Ava have now?", 9)
+    # every word of the hint is one of the organism's own tokens, not spelled letter by letter
+    assert len(tok.encode(" The total is")) == 3 and hint.endswith(" The total is 9.")

@@ -112,13 +112,18 @@ def star_cmd(
     batch_size: int = typer.Option(8, "--batch-size"),
     verify_steps: bool = typer.Option(False, "--verify-steps", help="Select only samples whose equations are all right."),
     adapt: bool = typer.Option(False, "--adapt", help="Pick temperature and threshold by the B-STaR balance score."),
+    rationalize: bool = typer.Option(False, "--rationalize/--no-rationalize",
+                                     help="STaR's rationalization: resample problems with no kept sample with the gold "
+                                          "answer as a hint, train on the rationales without it. Off by default: the "
+                                          "organism never saw a hint (without it the loop is RFT-style)."),
     control: bool = typer.Option(False, "--control", help="Also fine-tune the same steps on gold solutions."),
     control_gold: str = typer.Option("random", "--control-gold", help="Control gold data: the same problems in random, story or all orders, or a fresh stream."),
     checkpoint: Path | None = typer.Option(None, "--checkpoint", help="Starting organism (default: shipped small)."),
     out_dir: Path = typer.Option(Path("runs/star"), "--out", "-o", help="Checkpoints, data, star.json, bstar.png."),
     seed: int = SeedOpt,
 ) -> None:
-    """STaR/RFT iterations on the organism with the B-STaR monitor (table + JSON + plot)."""
+    """STaR iterations on the organism (with --rationalize; else STaR without rationalization, RFT-style) with
+    the B-STaR monitor (table + JSON + plot)."""
     if task != "arith":
         raise ConfigError(f"train star runs on the organism's task 'arith', not {task!r}")
     try:
@@ -131,19 +136,23 @@ def star_cmd(
 
     cfg = StarConfig(iterations=iterations, k=k, temperature=temperature, restart=restart, problems=problems,
                      eval_problems=eval_problems, steps=steps, lr=lr, batch_size=batch_size, verify_steps=verify_steps,
-                     adapt=adapt, control=control, control_gold=control_gold, seed=seed)
+                     adapt=adapt, rationalize=rationalize, control=control, control_gold=control_gold, seed=seed)
     res = run_star(cfg, checkpoint, out_dir)
     plot = plot_bstar(res, out_dir / "bstar.png")
-    t = Table(title=f"STaR ({res.seconds:.0f} s)")
+    t = Table(title=f"{cfg.name} ({res.seconds:.0f} s)")
     for c in ("iter", "T", "thr", "pass@k", "exploitation", "balance", "kept", "accuracy", "control"):
         t.add_column(c)
     t.add_row("0", "", "", "", "", "", "", f"{res.base_accuracy:.3f}", "")
     for r in res.iterations:
         b = r["bstar"]
+        kept = str(r["kept"]) + (f" ({r['rationalized']} hinted)" if "rationalized" in r else "")
         t.add_row(str(r["iteration"]), f"{r['temperature']:.2f}", f"{r['threshold']:.1f}", f"{b['pass_at_k']:.3f}",
-                  f"{b['exploitation']:.3f}", f"{b['balance']:.3f}", str(r["kept"]), f"{r['accuracy']:.3f}",
+                  f"{b['exploitation']:.3f}", f"{b['balance']:.3f}", kept, f"{r['accuracy']:.3f}",
                   f"{r['control_accuracy']:.3f}" if "control_accuracy" in r else "")
     err.print(t)
+    u = res.usage
+    err.print("training-data generation: " + ", ".join(
+        f"{k} {v.calls} calls / {v.completion_tokens} generated tokens" for k, v in u.items()))
     err.print(f"wrote {out_dir / 'star.json'} and {plot}")
     out.print_json(json.dumps(res.to_dict()))
 

@@ -7,8 +7,15 @@ al., arXiv 2412.17256); METHODS.md §10. Each iteration ``n``:
 2. selects the samples whose reward (:meth:`Scored.score`: right final answer, plus 0.5 for valid
    equations) reaches the threshold (1.0 = final-answer filter; 1.5 = ``verify_steps``), merges
    identical reasoning paths (the equation sequence) and keeps at most ``max_per_problem`` per problem;
+   with ``rationalize`` (STaR's rationalization), the problems left with nothing are sampled again
+   with the gold answer as a hint (:func:`hinted_question`), filtered the same way, and their
+   rationales are trained on WITHOUT the hint;
 3. fine-tunes ``M_n`` from the base (``restart="base"``, STaR) or from ``M_{n-1}`` (``"continue"``);
 4. measures held-out greedy accuracy on TEST-split problems (never sampled for training).
+
+Without ``rationalize`` the loop is STaR without rationalization (an RFT-style loop); it is off by
+default because the organism never saw a hint in training (see docs/training.md). Every generation
+for training data (sampling, rationalization, ``adapt``) is billed in the record's ``usage``.
 
 The B-STaR monitor is logged per iteration; with ``adapt`` the (temperature, threshold) pair with the
 best mean balance score on a small train subset is chosen before sampling. ``control``: a twin run
@@ -16,7 +23,6 @@ fine-tunes for the same steps, with the same restart policy, on the gold solutio
 problems (``control_gold``: one random order per problem, as the base was trained; the story
 order; every order) or on ``"stream"``: fresh gold train problems, never repeated (continued
 pre-training, the strongest "more training" baseline), so that "more training" is not mistaken for a STaR gain.
-Rationalization (hinting the gold answer) is not done on the organism: it never saw a hint format.
 """
 
 from __future__ import annotations
@@ -31,8 +37,10 @@ from typing import Any
 from thinktwice.errors import ConfigError
 from thinktwice.train.bstar import BStarStats, Scored, arith_steps_valid, measure, path_key
 from thinktwice.train.formats import sft_record, write_jsonl
+from thinktwice.types import Usage
 
-__all__ = ["StarConfig", "StarResult", "dev_problems", "eval_greedy", "plot_bstar", "run_star", "sample_scored"]
+__all__ = ["StarConfig", "StarResult", "dev_problems", "eval_greedy", "hinted_question", "loop_name", "plot_bstar",
+           "run_star", "sample_scored"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +64,7 @@ class StarConfig:
     temperatures: tuple[float, ...] = (0.6, 0.8, 1.0, 1.2)
     thresholds: tuple[float, ...] = (1.0, 1.5)
     adapt_problems: int = 16
+    rationalize: bool = False  # STaR's rationalization: hinted resampling of problems with no kept sample
     control: bool = False
     control_gold: str = "random"  # control data: gold of the same problems (random/story/all orders) or "stream"
     task_steps: int = 7  # difficulty of the arithmetic problems
@@ -81,6 +90,10 @@ class StarConfig:
     def threshold(self) -> float:
         return 1.5 if self.verify_steps else 1.0
 
+    @property
+    def name(self) -> str:
+        return loop_name(self.rationalize)
+
     def iteration_steps(self, it: int) -> int:
         return max(1, round(self.steps * (1 + self.step_growth) ** (it - 1)))
 
@@ -96,15 +109,26 @@ class StarResult:
     train_problems: list[Any] = field(default_factory=list, repr=False)
     dev_problems: list[Any] = field(default_factory=list, repr=False)
     base_dev_accuracy: float | None = None
+    numerics: dict[str, Any] = field(default_factory=dict)  # what fixes the floating-point results (see run_star)
 
     @property
     def final_accuracy(self) -> float:
         return self.iterations[-1]["accuracy"] if self.iterations else self.base_accuracy
 
+    @property
+    def usage(self) -> dict[str, Usage]:
+        """Generation spent on training data, by stage (``sample``, ``rationalize``, ``adapt``) and ``total``."""
+        by: dict[str, Usage] = {}
+        for r in self.iterations:
+            for k, u in r.get("usage", {}).items():
+                by[k] = by.get(k, Usage()) + Usage.from_dict(u)
+        return {**by, "total": Usage.total(list(by.values()))}
+
     def to_dict(self) -> dict[str, Any]:
-        return {"config": asdict(self.config), "base_accuracy": self.base_accuracy,
+        return {"config": asdict(self.config), "loop": self.config.name, "base_accuracy": self.base_accuracy,
                 "base_dev_accuracy": self.base_dev_accuracy,
                 "final_accuracy": self.final_accuracy, "iterations": self.iterations, "control": self.control,
+                "usage": {k: u.to_dict() for k, u in self.usage.items()}, "numerics": self.numerics,
                 "seconds": round(self.seconds, 1)}
 
 
@@ -127,30 +151,53 @@ def dev_problems(cfg: StarConfig, avoid: set[str]) -> list[Any]:
     return _problems(cfg, "train", cfg.dev_problems, seed=cfg.seed + 7919, avoid=avoid)
 
 
+def loop_name(rationalize: bool) -> str:
+    """What the loop is called in tables, plots and records."""
+    return "STaR" if rationalize else "STaR without rationalization"
+
+
 def _answer(text: str) -> str | None:
     from thinktwice.tasks.arith import ArithTask
 
     return ArithTask().extract(text)
 
 
-def sample_scored(ckpt: Any, problems: list[Any], k: int, temperature: float, *, seed: int = 0,
-                  max_tokens: int = 160) -> list[list[Scored]]:
-    """``k`` samples per problem (one batched call each, seeds ``seed + 1000 * i``), graded and step-checked."""
+_HINT = " The total is {gold}."  # in the organism's own words (every word is in its vocabulary)
+
+
+def hinted_question(question: str, gold: int | str) -> str:
+    """The organism's rationalization prompt: the question with the gold answer appended as a hint."""
+    return question.rstrip() + _HINT.format(gold=gold)
+
+
+def _sample(ckpt: Any, questions: list[str], golds: list[Any], k: int, temperature: float, *,
+            seeds: list[int], max_tokens: int) -> tuple[list[list[Scored]], Usage]:
+    """``k`` graded, step-checked samples per question (one batched call each) and their Usage
+    (as the organism backend bills it: one call and one prompt prefill per batch)."""
     from thinktwice.organism.generate import generate
     from thinktwice.organism.train import prompt_ids
 
     tok = ckpt.tokenizer
-    out = []
-    for i, p in enumerate(problems):
-        gens = generate(ckpt.model, tok, prompt_ids(tok, p.question), k, temperature=temperature,
-                        max_tokens=max_tokens, seed=seed + 1000 * i, stats=False)
+    out, usage = [], Usage()
+    for q, gold, sd in zip(questions, golds, seeds, strict=True):
+        ids = prompt_ids(tok, q)
+        gens = generate(ckpt.model, tok, ids, k, temperature=temperature, max_tokens=max_tokens, seed=sd,
+                        stats=False)
+        usage += Usage(calls=1, prompt_tokens=len(ids), completion_tokens=sum(len(g.ids) for g in gens))
         group = []
         for g in gens:
             a = _answer(g.text)
-            ok = a is not None and a.strip().lstrip("+") == str(p.answer)
+            ok = a is not None and a.strip().lstrip("+") == str(gold)
             group.append(Scored(g.text, a, ok, arith_steps_valid(g.text)))
         out.append(group)
-    return out
+    return out, usage
+
+
+def sample_scored(ckpt: Any, problems: list[Any], k: int, temperature: float, *, seed: int = 0,
+                  max_tokens: int = 160) -> list[list[Scored]]:
+    """``k`` samples per problem (one batched call each, seeds ``seed + 1000 * i``), graded and step-checked."""
+    return _sample(ckpt, [p.question for p in problems], [p.answer for p in problems], k, temperature,
+                   seeds=[seed + 1000 * i for i in range(len(problems))], max_tokens=max_tokens)[0]
 
 
 def eval_greedy(ckpt: Any, problems: list[Any], max_tokens: int = 160) -> float:
@@ -180,16 +227,33 @@ def _select(groups: list[list[Scored]], threshold: float, cap: int) -> list[tupl
     return kept
 
 
-def _adapt(cfg: StarConfig, ckpt: Any, problems: list[Any], it: int) -> tuple[float, float, list[dict[str, Any]]]:
+def _adapt(cfg: StarConfig, ckpt: Any, problems: list[Any], it: int
+           ) -> tuple[float, float, list[dict[str, Any]], Usage]:
     sub = problems[: cfg.adapt_problems]
-    grid = []
+    grid, usage = [], Usage()
     for t in cfg.temperatures:
-        groups = sample_scored(ckpt, sub, cfg.k, t, seed=cfg.seed + 7919 * it, max_tokens=cfg.max_tokens)
+        groups, u = _sample(ckpt, [p.question for p in sub], [p.answer for p in sub], cfg.k, t,
+                            seeds=[cfg.seed + 7919 * it + 1000 * i for i in range(len(sub))],
+                            max_tokens=cfg.max_tokens)
+        usage += u
         for th in [x for x in cfg.thresholds if x >= cfg.threshold] or [cfg.threshold]:  # never below the filter
             st = measure(groups, threshold=th, temperature=t)
             grid.append({"temperature": t, "threshold": th, "balance": st.balance})
     best = max(grid, key=lambda r: (r["balance"], -abs(r["temperature"] - cfg.temperature)))
-    return best["temperature"], best["threshold"], grid
+    return best["temperature"], best["threshold"], grid, usage
+
+
+def _rationalize(cfg: StarConfig, ckpt: Any, problems: list[Any], failed: list[int], temperature: float,
+                 threshold: float, it: int) -> tuple[list[tuple[int, Scored]], Usage]:
+    """STaR's rationalization of the ``failed`` problems: ``k`` samples of the hinted question each,
+    selected like the plain samples; returns (problem index, sample) pairs and the Usage of every call."""
+    hint = _HINT.split("{")[0].strip()
+    groups, usage = _sample(ckpt, [hinted_question(problems[i].question, problems[i].answer) for i in failed],
+                            [problems[i].answer for i in failed], cfg.k, temperature,
+                            seeds=[cfg.seed + 15485863 * it + 1000 * i for i in failed], max_tokens=cfg.max_tokens)
+    # a rationale that repeats the hint would teach the model to expect it: drop it
+    groups = [[s for s in g if hint not in s.text] for g in groups]
+    return [(failed[j], s) for j, s in _select(groups, threshold, cfg.max_per_problem)], usage
 
 
 def _stream_pairs(cfg: StarConfig, n: int, it: int, avoid: set[str]) -> list[tuple[str, str]]:
@@ -220,16 +284,43 @@ def _gold_pairs(problems: list[Any], how: str = "random", seed: int = 0) -> list
     return out
 
 
+def _numerics() -> dict[str, Any]:
+    """What fixes the floating-point results of a run besides the seed: a seed repeats its figures
+    to the digit only with the same torch build, kernel ISA, thread count and deterministic algorithms."""
+    import platform
+
+    import torch
+
+    return {"torch": str(torch.__version__), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "threads": torch.get_num_threads(), "deterministic": torch.are_deterministic_algorithms_enabled(),
+            "machine": platform.machine()}
+
+
 def run_star(cfg: StarConfig, checkpoint: str | Path | None = None, out: str | Path | None = None, *,
              on_iteration: Callable[[dict[str, Any]], None] | None = None) -> StarResult:
     """Run ``cfg.iterations`` STaR iterations from ``checkpoint`` (None = the shipped ``small``);
-    with ``out``, write each iteration's checkpoint, its SFT data (with provenance) and ``star.json``."""
+    with ``out``, write each iteration's checkpoint, its SFT data (with provenance) and ``star.json``.
+
+    Deterministic for a seed on one machine: one torch thread (kept afterwards: it is also the fast
+    setting on a busy machine), deterministic algorithms (restored afterwards), seeded problems,
+    samples and data order. Other CPUs can run other kernels (``numerics`` in the result says which).
+    """
     import torch
 
+    torch.set_num_threads(1)
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        return _run(cfg, checkpoint, out, on_iteration)
+    finally:
+        torch.use_deterministic_algorithms(was_deterministic)
+
+
+def _run(cfg: StarConfig, checkpoint: str | Path | None, out: str | Path | None,
+         on_iteration: Callable[[dict[str, Any]], None] | None) -> StarResult:
     from thinktwice.organism.checkpoint import load, save
     from thinktwice.organism.train import finetune
 
-    torch.set_num_threads(1)
     t_all = time.perf_counter()
     base = load(checkpoint)
     base_name = str(checkpoint) if checkpoint is not None else "organism-small (shipped)"
@@ -243,31 +334,44 @@ def run_star(cfg: StarConfig, checkpoint: str | Path | None = None, out: str | P
     base_acc = eval_greedy(base, test_ps, cfg.max_tokens)
     log.info("base greedy accuracy %.3f on %d held-out problems (%.0fs)", base_acc, len(test_ps),
              time.perf_counter() - t0)
-    res = StarResult(cfg, base_acc, train_problems=train_ps, dev_problems=dev_ps)
+    res = StarResult(cfg, base_acc, train_problems=train_ps, dev_problems=dev_ps, numerics=_numerics())
     if dev_ps:
         res.base_dev_accuracy = eval_greedy(base, dev_ps, cfg.max_tokens)
     cur, cur_name = base, base_name
     ctl = base
     for it in range(1, cfg.iterations + 1):
         rec: dict[str, Any] = {"iteration": it, "source_model": cur_name, "restart": cfg.restart}
+        usage: dict[str, Usage] = {}
         temp, thr = cfg.temperature, cfg.threshold
         t0 = time.perf_counter()
         if cfg.adapt:
-            temp, thr, grid = _adapt(cfg, cur, train_ps, it)
+            temp, thr, grid, usage["adapt"] = _adapt(cfg, cur, train_ps, it)
             rec["adapt_grid"] = grid
-        groups = sample_scored(cur, train_ps, cfg.k, temp, seed=cfg.seed + 104729 * it, max_tokens=cfg.max_tokens)
+        seeds = [cfg.seed + 104729 * it + 1000 * i for i in range(len(train_ps))]
+        groups, usage["sample"] = _sample(cur, [p.question for p in train_ps], [p.answer for p in train_ps], cfg.k,
+                                          temp, seeds=seeds, max_tokens=cfg.max_tokens)
         res.samples[it] = groups
         stats: BStarStats = measure(groups, threshold=thr, temperature=temp)
-        rec["sample_seconds"] = round(time.perf_counter() - t0, 1)
         kept = _select(groups, thr, cfg.max_per_problem)
+        hinted: list[tuple[int, Scored]] = []
+        if cfg.rationalize:
+            have = {i for i, _ in kept}
+            failed = [i for i in range(len(train_ps)) if i not in have]
+            hinted, usage["rationalize"] = _rationalize(cfg, cur, train_ps, failed, temp, thr, it)
+            rec.update(rationalize_problems=len(failed), rationalized=len(hinted),
+                       rationalized_problems=len({i for i, _ in hinted}))
+        rec["sample_seconds"] = round(time.perf_counter() - t0, 1)
         rec.update(temperature=temp, threshold=thr, filter="answer+steps" if thr > 1.0 else "answer",
-                   kept=len(kept), kept_with_bad_steps=sum(not s.steps_valid for _, s in kept),
-                   bstar=stats.to_dict())
-        if not kept:
+                   kept=len(kept) + len(hinted),
+                   kept_with_bad_steps=sum(not s.steps_valid for _, s in kept + hinted),
+                   bstar=stats.to_dict(), usage={k: u.to_dict() for k, u in usage.items()})
+        if not kept and not hinted:
             log.warning("iteration %d kept no sample; stopping", it)
             res.iterations.append({**rec, "accuracy": res.final_accuracy})
             break
-        pairs = [(train_ps[i].question, s.text) for i, s in kept]
+        # rationales are trained on the plain question: the hint never enters a training prompt
+        data = [(i, s, False) for i, s in kept] + [(i, s, True) for i, s in hinted]
+        pairs = [(train_ps[i].question, s.text) for i, s, _ in data]
         steps = cfg.iteration_steps(it)
         start = base if cfg.restart == "base" else cur
         t0 = time.perf_counter()
@@ -283,10 +387,11 @@ def run_star(cfg: StarConfig, checkpoint: str | Path | None = None, out: str | P
             cur.meta["star"] = {k: v for k, v in rec.items() if k != "adapt_grid"}
             rec["checkpoint"] = str(save(cur, outdir / f"iter{it}.pt"))
             meta0 = {"source": "star", "iteration": it, "source_model": rec["source_model"], "temperature": temp,
-                     "filter": rec["filter"], "restart": cfg.restart, "split": "train"}
+                     "filter": rec["filter"], "restart": cfg.restart, "split": "train", "loop": cfg.name}
             write_jsonl((sft_record(train_ps[i].question, s.text,
-                                    {**meta0, "problem_index": i, "steps_valid": s.steps_valid})
-                         for i, s in kept), outdir / f"iter{it}.jsonl")
+                                    {**meta0, "problem_index": i, "steps_valid": s.steps_valid,
+                                     "origin": "rationalization" if h else "sample", "hinted": h})
+                         for i, s, h in data), outdir / f"iter{it}.jsonl")
         if cfg.control:
             cstart = base if cfg.restart == "base" else ctl
             t0 = time.perf_counter()
@@ -299,10 +404,11 @@ def run_star(cfg: StarConfig, checkpoint: str | Path | None = None, out: str | P
                                 "gold": cfg.control_gold, "pairs": len(gold),
                                 "seconds": round(time.perf_counter() - t0, 1)})
             rec["control_accuracy"] = cacc
-        log.info("iteration %d: accuracy %.3f (base %.3f)%s; pass@%d %.3f exploitation %.3f balance %.3f, kept %d",
+        log.info("iteration %d: accuracy %.3f (base %.3f)%s; pass@%d %.3f exploitation %.3f balance %.3f, kept %d%s",
                  it, rec["accuracy"], base_acc,
                  f", control {rec['control_accuracy']:.3f}" if cfg.control else "", cfg.k, stats.pass_at_k,
-                 stats.exploitation, stats.balance, len(kept))
+                 stats.exploitation, stats.balance, rec["kept"],
+                 f" ({len(hinted)} rationalized)" if cfg.rationalize else "")
         res.iterations.append(rec)
         if on_iteration is not None:
             on_iteration(rec)
@@ -324,7 +430,7 @@ def plot_bstar(res: StarResult, path: str | Path) -> Path:
     its = [r["iteration"] for r in res.iterations]
     fig, ax = plt.subplots(figsize=(8.6, 4.2))
     ax.plot([0, *its], [res.base_accuracy, *[r["accuracy"] for r in res.iterations]], "o-",
-            label="held-out greedy accuracy (STaR)")
+            label=f"held-out greedy accuracy ({res.config.name})")
     if res.control:
         ax.plot([0, *[c["iteration"] for c in res.control]], [res.base_accuracy, *[c["accuracy"] for c in res.control]],
                 "s--", label="held-out greedy accuracy (gold control)")
@@ -334,7 +440,7 @@ def plot_bstar(res: StarResult, path: str | Path) -> Path:
     ax.set_xlabel("iteration (measures of the samples drawn from the previous model)")
     ax.set_ylim(0, 1.02)
     ax.set_xticks([0, *its])
-    ax.set_title("STaR on the organism: B-STaR monitor")
+    ax.set_title(f"{res.config.name} on the organism: B-STaR monitor")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     p = Path(path)
