@@ -144,3 +144,16 @@ async def test_matched_baseline_interpolates_replayed_accuracy(tmp_path: Path) -
     assert acc.tolist() == pytest.approx([(a + b) / 2 for a, b in zip(sc1, sc2)])
     capped, _ = await matched_baseline(45.0, source, task, problems, seeds=seeds)
     assert capped.capped and capped.tokens == 30.0 and capped.k == 3
+
+
+def test_demo_rows_are_matched_exactly() -> None:
+    from thinktwice.organism.demo import DemoRow, _matched
+
+    sc_by_k = {1: (1.0, 0.0), 2: (0.0, 0.0), 3: (1.0, 1.0)}
+    row = _matched(DemoRow("greedy", 0.5, 0.0, 1.0, 1.0, 149.0), [1.0, 0.0], sc_by_k, [100.0, 200.0, 300.0], seed=0)
+    assert row.matched_tokens == pytest.approx(149.0) and row.matched_label == "SC@1/2 mix w=0.49"
+    assert (row.matched_k, row.matched_capped) == (1, False) and row.matched_weight == pytest.approx(0.49)
+    assert row.matched_accuracy == pytest.approx(0.51 * 0.5)  # per problem: 0.51 x SC@1 + 0.49 x SC@2
+    assert row.delta == pytest.approx(0.5 - 0.51 * 0.5)
+    capped = _matched(DemoRow("x", 0.5, 0.0, 1.0, 1.0, 400.0), [1.0, 0.0], sc_by_k, [100.0, 200.0, 300.0], seed=0)
+    assert capped.matched_capped and capped.matched_tokens == 300.0 and capped.matched_label == "SC@3 (capped)"
