@@ -74,7 +74,11 @@ class MatchedSC:
     @property
     def label(self) -> str:
         """``SC@4`` or ``SC@4/5 mix w=0.37`` (w = weight of SC@5); capped ones end in ``(capped)``."""
-        text = f"SC@{self.k}" if self.weight <= 0 else f"SC@{self.k}/{self.k + 1} mix w={self.weight:.2f}"
+        for digits in range(2, 7):  # a weight near 0 or 1 is not shown as exactly 0 or 1
+            w = f"{self.weight:.{digits}f}"
+            if 0 < float(w) < 1:
+                break
+        text = f"SC@{self.k}" if self.weight <= 0 else f"SC@{self.k}/{self.k + 1} mix w={w}"
         return text + " (capped)" if self.capped else text
 
     @property
