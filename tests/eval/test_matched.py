@@ -42,7 +42,8 @@ def test_exact_sizes_below_one_and_above_the_pool() -> None:
     assert match_sc(200.0 * (1 + 1e-13), sc).weight == 0.0  # float noise is not a mixture
     low = match_sc(40.0, sc)
     assert (low.k, low.weight, low.tokens, low.capped) == (1, 0.0, 100.0, False)
-    assert low.note is not None and "more than" in low.note
+    assert low.note == "SC@1, the smallest baseline, spends 100 generated tokens, more than the strategy's 40"
+    assert "spends 28.5 generated tokens, more than the strategy's 28.3" in (match_sc(28.3, [28.5]).note or "")
     cap = match_sc(450.0, sc)
     assert (cap.k, cap.weight, cap.tokens, cap.capped) == (3, 0.0, 300.0, True)
     assert cap.label == "SC@3 (capped)" and "capped at the pool size" in (cap.note or "")

@@ -84,12 +84,14 @@ class MatchedSC:
     @property
     def note(self) -> str | None:
         """A plain sentence when the baseline does not spend what the strategy spent, else None."""
+        digits = 0 if round(self.tokens) != round(self.target) else 1 if round(self.tokens, 1) != round(
+            self.target, 1) else 2
+        base, strat = f"{self.tokens:.{digits}f}", f"{self.target:.{digits}f}"
         if self.capped:
-            return (f"baseline capped at the pool size: SC@{self.k} spends {self.tokens:.0f} generated tokens, "
-                    f"fewer than the strategy's {self.target:.0f}")
+            return (f"baseline capped at the pool size: SC@{self.k} spends {base} generated tokens, "
+                    f"fewer than the strategy's {strat}")
         if self.tokens > self.target * (1 + _REL_TOL) + _REL_TOL:
-            return (f"SC@1, the smallest baseline, spends {self.tokens:.0f} generated tokens, more than the "
-                    f"strategy's {self.target:.0f}")
+            return f"SC@1, the smallest baseline, spends {base} generated tokens, more than the strategy's {strat}"
         return None
 
     def interpolate(self, by_k: Mapping[int, Sequence[float] | np.ndarray] | Callable[[int], object]

@@ -158,8 +158,8 @@ def window_note(pool: PoolData, window: int) -> tuple[str, str] | None:
     if share >= 1.0:
         return ("window ≥ every trace: never cuts one",
                 f"window of {window} tokens is at least as long as every trace (longest {tok.max():.0f} tokens): "
-                "the online stop never cuts a trace, so it saves no tokens and only drops low-confidence votes "
-                "(pass a smaller --window to measure early stopping)")
+                "the online rule never cuts a trace mid-way, so cutting saves no tokens here and low-confidence "
+                "traces only lose their votes (pass a smaller --window to measure the cut)")
     if share >= 0.5:
         return (f"window ≥ {100 * share:.0f}% of traces: those are never cut",
                 f"window of {window} tokens is at least as long as {100 * share:.0f}% of the traces (median "
@@ -203,6 +203,8 @@ def _pool_section(store: RunStore, sec: _RunSection, opts: ReportOptions) -> Non
     online_note = window_note(pool, opts.window) if any(s.kind == "deepconf-online" for s in specs) else None
     if online_note:
         sec.notes.append(f"deepconf-online: {online_note[1]}")
+    for c in curves:  # the replay's own caveats, when it states them
+        sec.notes.extend(n for n in getattr(c, "notes", ()) if n not in sec.notes)
     sec.notes.append(f"calls and prompt tokens billed as a backend {'with' if native else 'without'} native n "
                      f"({how}): SC@k is {'one call' if native else 'k calls'}, ESC one call per window")
     approx_here = sorted(a for a in approx if a in pool.scores)
