@@ -201,10 +201,10 @@ def _pool_section(store: RunStore, sec: _RunSection, opts: ReportOptions) -> Non
     labels["pass@k"] = "pass@k (oracle)"
     sec.labels = labels
     online_note = window_note(pool, opts.window) if any(s.kind == "deepconf-online" for s in specs) else None
-    if online_note:
+    replay_notes = [n for c in curves for n in getattr(c, "notes", ())]  # the replay's caveats, if it states them
+    if online_note and not any(n.startswith("deepconf-online") for n in replay_notes):
         sec.notes.append(f"deepconf-online: {online_note[1]}")
-    for c in curves:  # the replay's own caveats, when it states them
-        sec.notes.extend(n for n in getattr(c, "notes", ()) if n not in sec.notes)
+    sec.notes.extend(dict.fromkeys(replay_notes))
     sec.notes.append(f"calls and prompt tokens billed as a backend {'with' if native else 'without'} native n "
                      f"({how}): SC@k is {'one call' if native else 'k calls'}, ESC one call per window")
     approx_here = sorted(a for a in approx if a in pool.scores)
