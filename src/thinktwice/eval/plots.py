@@ -21,12 +21,14 @@ from typing import Any
 import numpy as np
 
 from thinktwice.errors import ConfigError
+from thinktwice.eval.calibration import APPROX_LABEL
 
 __all__ = ["APPROX_TAG", "curve_figure", "curve_png_bytes", "png_data_uri", "save_curve_png", "signal_label",
            "strategy_label"]
 
-APPROX_TAG = "(approx., top-k)"
-"""Appended to signals computed from a top-k renormalisation of the token distribution."""
+APPROX_TAG = APPROX_LABEL
+"""Appended to signals computed from a top-k renormalisation of the token distribution (one spelling
+with the calibration reports')."""
 
 _X = {"tokens": ("mean generated tokens per problem", "tokens"),
       "calls": ("mean model calls per problem", "calls"),

@@ -275,7 +275,7 @@ def _signal_calibration(pool: PoolData, sec: _RunSection, approx: frozenset[str]
             s = pool.scores[name].ravel()
             if np.isnan(s).all():
                 continue
-            rep = signal_report(name, s, y, groups, n_boot=200)
+            rep = signal_report(name, s, y, groups, n_boot=200, approx=name in approx)
             sec.signals.append({**rep.to_dict(), "label": signal_label(name, approx), "approx": name in approx})
             curves[signal_label(name, approx)] = (s, y)
         best = max(sec.signals, key=lambda r: -1 if math.isnan(r["auroc"]) else r["auroc"], default=None)
