@@ -38,3 +38,22 @@ def test_sample_curve_report_cli(tmp_path: Path, monkeypatch) -> None:  # type: 
     assert (tmp_path / "rep" / "report.html").exists() and (tmp_path / "rep" / "summary.json").exists()
     res = runner.invoke(app, ["curve", "--run", "1", "--strategies", "best-of-n"])
     assert res.exit_code != 0
+
+
+def test_curve_names_the_pool_greedy_row_and_bills_calls_as_the_pool_backend(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("THINKTWICE_HOME", str(tmp_path))
+    runner = CliRunner()
+    replies = json.dumps(["The answer is 18.", "#### 3", "no idea", "so 18"])
+    for native in ("true", "false"):  # the scripted backend can say it has no native n
+        caps = json.dumps({"logprobs": True, "top_logprobs": 5, "native_n": native == "true"})
+        res = runner.invoke(app, ["sample", "--task", "gsm8k", "--limit", "2", "-n", "4", "--batch", "4",
+                                  "--temperature", "0.6", "--backend", "scripted", "-B", f"replies={replies}",
+                                  "-B", "cycle=true", "-B", f"capabilities={caps}"])
+        assert res.exit_code == 0, res.output
+    for run, calls_at_4 in ((1, 1.0), (2, 4.0)):
+        res = runner.invoke(app, ["curve", "--run", str(run), "--strategies", "greedy,sc", "-B", "5", "--json"])
+        assert res.exit_code == 0, res.output
+        payload, _ = json.JSONDecoder().raw_decode(res.output[res.output.index("{"):])
+        greedy, sc = payload["curves"][0], payload["curves"][1]
+        assert greedy["display"] == "SC@1 (first sample at T=0.6)"
+        assert payload["native_n"] is (run == 1) and sc["calls"][3] == calls_at_4

@@ -154,7 +154,9 @@ def register(app: typer.Typer) -> None:
                                             "adaptive-consistency, esc, deepconf, deepconf-online."),
         permutations: int = typer.Option(200, "--permutations", "-B", help="Random orders per problem."),
         n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap draws for the 95% bands."),
-        native_n: bool = typer.Option(False, "--native-n", help="Count n samples per call as one call."),
+        native_n: bool | None = typer.Option(
+            None, "--native-n/--no-native-n",
+            help="Bill n samples per call as one call (default: as the pool's backend could, from the run)."),
         window: int = typer.Option(2048, "--window", help="DeepConf group window (tokens)."),
         out_dir: Path | None = typer.Option(None, "--out", help="Write curves_tokens.png, curves_calls.png, curves.json."),
         store: Path | None = StoreOpt,
@@ -167,8 +169,9 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         from thinktwice.eval.curves import parse_specs, pass_at_k_points, replay, summarize, table_ks
-        from thinktwice.eval.plots import save_curve_png
+        from thinktwice.eval.plots import save_curve_png, strategy_label
         from thinktwice.eval.pool_data import PoolData
+        from thinktwice.eval.report import pool_native_n, pool_temperature
         from thinktwice.eval.store import RunStore
 
         specs = parse_specs(strategies)
@@ -178,27 +181,35 @@ def register(app: typer.Typer) -> None:
                 raise ConfigError(f"run {run} is a {info.kind!r} run; `thinktwice curve` replays pool runs "
                                   "(draw one with `thinktwice sample`)")
             pool = PoolData.from_store(st, run, window=window)
+            if native_n is None:
+                native_n, how = pool_native_n(info, st.samples(run, with_tokens=False))
+                err.print(f"calls billed {'one per round of n samples' if native_n else 'one per sample'} "
+                          f"({how}; --native-n/--no-native-n overrides)")
         t0 = time.perf_counter()
         curves = replay(pool, specs, n_perm=permutations, seed=seed, native_n=native_n, n_boot=n_boot)
         curves.append(pass_at_k_points(pool, n_boot=n_boot, seed=seed))
+        approx = getattr(pool, "approx_scores", frozenset())
+        labels = {c.label: strategy_label(c.label, temperature=pool_temperature(info), approx=approx) for c in curves}
         err.print(f"replayed {len(specs)} strategies over {pool.shape[0]} problems x {pool.shape[1]} samples x "
                   f"{permutations} orders in {time.perf_counter() - t0:.2f} s")
+        payload = {"run": run, "native_n": native_n,
+                   "curves": [{**c.to_dict(), "display": labels.get(c.label, c.label)} for c in curves]}
         if json_out:
-            out.print_json(json.dumps({"run": run, "curves": [c.to_dict() for c in curves]}))
+            out.print_json(json.dumps(payload))
         else:
             table = Table(title=f"run {run}: accuracy by budget k (95% two-level bootstrap)")
             for col in ("strategy", "k", "accuracy", "95% CI", "gen tokens", "calls", "prompt tokens"):
                 table.add_column(col, justify="left" if col == "strategy" else "right")
             for r in summarize(curves, table_ks(pool.shape[1])):
-                table.add_row(str(r["strategy"]), str(r["k"]), f"{r['accuracy']:.3f}",
+                table.add_row(labels.get(str(r["strategy"]), str(r["strategy"])), str(r["k"]), f"{r['accuracy']:.3f}",
                               f"[{r['lo']:.3f}, {r['hi']:.3f}]", f"{r['tokens']:.0f}", f"{r['calls']:.1f}",
                               f"{r['prompt_tokens']:.0f}")
             out.print(table)
         if out_dir is not None:
             title = f"run {run}: {info.model or info.backend} on {info.task}"
-            save_curve_png(curves, out_dir / "curves_tokens.png", x="tokens", title=title)
-            save_curve_png(curves, out_dir / "curves_calls.png", x="calls", title=title)
-            (out_dir / "curves.json").write_text(json.dumps({"run": run, "curves": [c.to_dict() for c in curves]}))
+            save_curve_png(curves, out_dir / "curves_tokens.png", x="tokens", title=title, labels=labels)
+            save_curve_png(curves, out_dir / "curves_calls.png", x="calls", title=title, labels=labels)
+            (out_dir / "curves.json").write_text(json.dumps(payload))
             err.print(f"wrote {out_dir}/curves_tokens.png, curves_calls.png, curves.json")
 
     @app.command("report")

@@ -88,9 +88,11 @@ class ScriptedBackend:
         latency: float = 0.0,
         vocab_size: int = 100,
         model: str = "scripted",
-        capabilities: Capabilities | None = None,
+        capabilities: Capabilities | Mapping[str, object] | None = None,
     ) -> None:
         self.model = model
+        if isinstance(capabilities, Mapping):  # from the CLI: -B capabilities='{"native_n": false}'
+            capabilities = Capabilities(**capabilities)  # type: ignore[arg-type]
         self.capabilities = capabilities or Capabilities(
             logprobs=True, top_logprobs=5, full_vocab=True, native_n=True, prefix_sharing=False,
             continuation=True, monitor=True,
