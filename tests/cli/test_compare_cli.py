@@ -163,3 +163,31 @@ def test_live_compare_grows_the_pool_until_the_baseline_matches(tmp_path):
     # ESC reads 5, 40 and 40 samples: 28.3 samples' worth; the baseline mixes SC@28 and SC@29
     assert row["matched_k"] == 28 and not row["matched_capped"]
     assert row["matched_gen_tokens"] == pytest.approx(row["gen_tokens"], rel=1e-9)
+
+
+def test_a_problem_failing_in_one_strategy_is_left_out_of_every_row(tmp_path, monkeypatch):
+    """Counting a failed problem as wrong at zero tokens would bias the accuracy and the matched budget."""
+    from thinktwice.strategies.adaptive import EarlyStoppingSC
+
+    real = EarlyStoppingSC.decide
+
+    async def buggy(self, ctx):
+        if ctx.query.problem.gold == "3":
+            raise IndexError("a bug in esc")
+        return await real(self, ctx)
+
+    monkeypatch.setattr(EarlyStoppingSC, "decide", buggy)
+    db = tmp_path / "c.db"
+    res = CliRunner().invoke(app, ["compare", "--task", "gsm8k", "--limit", "3", "--strategies", "esc,greedy",
+                                   "--backend", "scripted", *SCRIPT, "--store", str(db), "--json"])
+    assert res.exit_code == 1, res.output
+    rows = {r["strategy"]: r for r in json.loads(res.stdout[res.stdout.index("["):])}
+    for r in rows.values():
+        # the one problem the scripted replies get right (gold 3) failed in esc: it is out of both rows
+        assert r["n"] == 2 and r["excluded"] == 1 and r["accuracy"] == 0.0 and r["matched_accuracy"] == 0.0
+    assert rows["esc"]["failed"] == 1 and rows["greedy"]["failed"] == 0
+    assert rows["esc"]["gen_tokens"] == rows["esc"]["matched_gen_tokens"] or rows["esc"]["matched_capped"]
+    from thinktwice.eval.store import RunStore
+
+    with RunStore(db) as st:
+        assert {r.strategy: r.status for r in st.list_runs()} == {"esc": "completed-with-failures", "greedy": "done"}

@@ -72,12 +72,14 @@ async def run_compare(
     if pool is not None:
         return await _compare_offline(task, problems, specs, pool, budget_tokens=budget_tokens, seed=seed,
                                       orders=orders, max_k=max_k)
+    from thinktwice.errors import BackendError
     from thinktwice.eval.matched import draw_pool, matched_baseline, paired_difference, pool_sc_tokens
     from thinktwice.eval.runner import evaluate
     from thinktwice.eval.stats import wilson_ci
+    from thinktwice.eval.store import DONE, WITH_FAILURES
     from thinktwice.lm.pool import PoolSource
     from thinktwice.strategies import create_strategy
-    from thinktwice.types import Budget
+    from thinktwice.types import Budget, Usage
 
     strategies = [create_strategy(s) for s in specs]  # fail on a bad name before any model call
     budget = Budget(max_tokens=budget_tokens) if budget_tokens else None
@@ -93,16 +95,29 @@ async def run_compare(
         res = await evaluate(task, strat, backend, problems, store=store, run_id=run_id, budget=budget,
                              concurrency=concurrency, seed=seed)
         if store is not None:
-            store.set_status(run_id, "done" if res.failed == 0 else "partial")
-        by_id = {r.problem_id: r for r in res.rows}
-        correct = [float(bool(by_id[p.id].correct)) if p.id in by_id else 0.0 for p in problems]
-        measured.append((spec, res, correct, run_id))
+            store.set_status(run_id, DONE if res.failed == 0 else WITH_FAILURES)
+        measured.append((spec, res, run_id))
 
-    n = max(1, len(problems))
-    seeds = [seed + i for i in range(orders)]
-    want = max(res.usage.completion_tokens / n for _, res, _, _ in measured)
+    # a problem that failed for any strategy (or for the baseline's pool) is left out of every comparison:
+    # counting it as wrong, at zero tokens, would bias both the accuracy and the matched budget
+    failed = {r.problem_id for _, res, _ in measured for r in res.rows if r.error is not None}
     err.print("drawing the self-consistency pool for the matched baselines")
-    pools = await draw_pool(task, backend, problems, 1, seed=seed + 1, concurrency=concurrency)
+    pools = await draw_pool(task, backend, [p for p in problems if p.id not in failed], 1, seed=seed + 1,
+                            concurrency=concurrency)
+    failed |= {p.id for p in problems if p.id not in pools}
+    problems = [p for p in problems if p.id not in failed]
+    if not problems:
+        raise BackendError(f"every problem failed in a strategy or the baseline pool ({len(failed)} problems)")
+    pools = {p.id: pools[p.id] for p in problems}
+    n = len(problems)
+    seeds = [seed + i for i in range(orders)]
+    per_strategy = []
+    for spec, res, run_id in measured:
+        by_id = {r.problem_id: r for r in res.rows}
+        correct = [float(bool(by_id[p.id].correct)) for p in problems]
+        usage = Usage.total([by_id[p.id].usage for p in problems])
+        per_strategy.append((spec, res, correct, usage, run_id))
+    want = max(u.completion_tokens / n for _, _, _, u, _ in per_strategy)
     t = PoolSource(pools).mean_completion_tokens() or 1.0
     need = min(max_k, max(1, math.ceil(want / t) + 1))  # one more than k*t suggests: samples vary in length
     for round_ in range(2, 6):  # grow the pool until SC at its size covers the largest strategy
@@ -110,23 +125,22 @@ async def run_compare(
         if need > have:
             more = await draw_pool(task, backend, problems, need - have, seed=seed + round_, concurrency=concurrency)
             pools = {pid: pools[pid] + more.get(pid, []) for pid in pools}
-            have = need
+            have = min(len(v) for v in pools.values())  # a problem whose extra draw failed keeps fewer
         sc_tokens = await pool_sc_tokens(PoolSource(pools), task, problems, seeds=seeds, k_max=have)
         if sc_tokens[-1] >= want or have >= max_k:
             break
         need = min(max_k, have + math.ceil((want - sc_tokens[-1]) / t) + 1)
     source = PoolSource(pools)
     rows = []
-    for spec, res, correct, run_id in measured:
-        match, base = await matched_baseline(res.usage.completion_tokens / n, source, task, problems, seeds=seeds,
+    for spec, res, correct, u, run_id in per_strategy:
+        match, base = await matched_baseline(u.completion_tokens / n, source, task, problems, seeds=seeds,
                                              sc_tokens=sc_tokens)
         diff = paired_difference(correct, base, seed=seed)
         lo, hi = wilson_ci(int(sum(correct)), len(correct))
-        u = res.usage
         rows.append({
             "strategy": spec, "run": run_id, "n": len(correct), "accuracy": sum(correct) / n, "ci95": [lo, hi],
             "gen_tokens": u.completion_tokens / n, "prompt_tokens": u.prompt_tokens / n, "calls": u.calls / n,
-            "failed": res.failed, "tokens_per_sample": t, **_matched_fields(match, base),
+            "failed": res.failed, "excluded": len(failed), "tokens_per_sample": t, **_matched_fields(match, base),
             "delta": diff.delta, "delta_ci95": [diff.lo, diff.hi],
         })
     return rows
@@ -167,7 +181,8 @@ async def _compare_offline(
         rows.append({
             "strategy": spec, "run": None, "n": len(problems), "accuracy": res.mean_accuracy, "ci95": [lo, hi],
             "gen_tokens": res.per_problem("completion_tokens"), "prompt_tokens": res.per_problem("prompt_tokens"),
-            "calls": res.per_problem("calls"), "failed": 0, "tokens_per_sample": t, **_matched_fields(match, base),
+            "calls": res.per_problem("calls"), "failed": 0, "excluded": 0, "tokens_per_sample": t,
+            **_matched_fields(match, base),
             "delta": diff.delta, "delta_ci95": [diff.lo, diff.hi],
         })
     return rows
@@ -193,6 +208,9 @@ def _print_rows(rows: list[dict[str, Any]], title: str) -> None:
         caption = ("matched SC: self-consistency at the strategy's generated tokens, SC@k or the SC@k/k+1 mixture "
                    "with weight w on SC@(k+1) (tokens of SC@k from the pool), replayed from one pool; "
                    "Δ paired by problem")
+        if rows[0].get("excluded"):
+            caption += (f"\n{rows[0]['excluded']} problem(s) failed in some strategy or in the baseline's pool and are "
+                        "left out of every row (`thinktwice show RUN` lists the errors)")
         if any(r["matched_capped"] for r in rows):
             caption += ("\n* capped at the pool size: this baseline spends FEWER tokens than the strategy "
                         "(draw a larger pool or raise --max-k)")
@@ -262,6 +280,9 @@ def register(app: typer.Typer) -> None:
         else:
             rows = run_async(go(None))
         _emit(rows, json_out, f"{task}: {len(problems)} problems, backend {backend}")
+        if any(r["excluded"] for r in rows):
+            err.print(f"[yellow]{rows[0]['excluded']} problem(s) failed and were left out of the comparison")
+            raise typer.Exit(1)
 
 
 def _emit(rows: list[dict[str, Any]], json_out: bool, title: str) -> None:

@@ -21,19 +21,22 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from thinktwice.errors import ConfigError
+from thinktwice.errors import AuthenticationError, ConfigError
 from thinktwice.eval.stats import bootstrap_ci
 from thinktwice.lm.base import Backend
 from thinktwice.lm.pool import PoolSource
 from thinktwice.strategies.base import Strategy
 from thinktwice.tasks.base import Query, Task
 from thinktwice.types import Budget, Problem, Sample, Usage
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "MatchedSC",
@@ -299,7 +302,10 @@ async def draw_pool(
     """Draw ``n`` samples per problem live (self-consistency's calls) and return them as pools.
 
     Samples carry token statistics with up to ``top_logprobs`` alternatives (capped by the
-    backend), so confidence signals and DeepConf can be replayed from the pool.
+    backend), so confidence signals and DeepConf can be replayed from the pool. A problem whose draw
+    fails (after the backend's retries, or with any unexpected error) is logged and left out of the
+    result, so the caller can leave it out of the comparison; a rejected key or a missing capability
+    stops the draw.
     """
     from thinktwice.eval.runner import problem_seed
     from thinktwice.strategies.self_consistency import SelfConsistency
@@ -315,7 +321,13 @@ async def draw_pool(
         async with sem:
             q = Query.from_task(task, p)
             q = Query(q.problem, q.prompt, q.answers, q.params.replace(logprobs=caps.logprobs, top_logprobs=width))
-            d = await sc.run(q, backend, seed=problem_seed(seed, p.id))
+            try:
+                d = await sc.run(q, backend, seed=problem_seed(seed, p.id))
+            except (AuthenticationError, ConfigError):
+                raise
+            except Exception as e:  # noqa: BLE001 (one problem's failure must not end the draw for the others)
+                log.warning("matched SC pool: problem %s failed: %s: %s", p.id, type(e).__name__, e)
+                return
             pools[p.id] = [c.sample for c in d.candidates]
 
     await asyncio.gather(*(one(p) for p in problems))
