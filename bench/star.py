@@ -134,7 +134,7 @@ def main() -> None:
     usage = res.usage
     print(f"loop: {cfg.name}")
     print(f"numerics: torch {num['torch']}, kernels {num['cpu_capability']}, {num['threads']} thread, "
-          f"deterministic {num['deterministic']}")
+          f"deterministic {num['deterministic']}, cpu {num['cpu']}")
     print("generated_tokens: " + ", ".join(f"{k} {u.completion_tokens}" for k, u in usage.items()))
     print(f"base_accuracy: {res.base_accuracy:.3f}")
     print(f"star_final_accuracy: {res.final_accuracy:.3f}")

@@ -180,7 +180,7 @@ def test_a_seed_repeats_to_the_digit_with_deterministic_algorithms(tmp_path: Pat
     assert a.samples == b.samples and all(isinstance(s, Scored) for g in a.samples[1] for s in g)
     num = a.to_dict()["numerics"]
     assert num["threads"] == 1 and num["deterministic"] is True and num["torch"] == torch.__version__
-    assert num["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert num["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and num["cpu"]
 
 
 def test_rationalized_examples_train_without_the_hint_and_are_billed(  # type: ignore[no-untyped-def]

@@ -293,7 +293,20 @@ def _numerics() -> dict[str, Any]:
 
     return {"torch": str(torch.__version__), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "threads": torch.get_num_threads(), "deterministic": torch.are_deterministic_algorithms_enabled(),
-            "machine": platform.machine()}
+            "machine": platform.machine(), "cpu": _cpu_model()}
+
+
+def _cpu_model() -> str:
+    """The CPU's vendor and model name (MKL and torch pick their kernels by it), as far as it can be read."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            info = dict(ln.split(":", 1) for ln in f.read(20_000).splitlines() if ":" in ln)
+        names = {k.strip(): v.strip() for k, v in info.items()}
+        return " ".join(x for x in (names.get("vendor_id"), names.get("model name")) if x) or "unknown"
+    except OSError:
+        import platform
+
+        return platform.processor() or "unknown"
 
 
 def run_star(cfg: StarConfig, checkpoint: str | Path | None = None, out: str | Path | None = None, *,
