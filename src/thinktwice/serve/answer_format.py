@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from thinktwice.tasks.extract import last_number, marked_answer, parse_number
+from thinktwice.tasks.extract import last_number, marked_answer, parse_exact
 from thinktwice.tasks.grading import number_canonical, numeric_equal
 
 __all__ = ["GenericAnswerFormat", "normalize_text"]
@@ -35,8 +35,8 @@ class GenericAnswerFormat:
     def extract(self, text: str) -> str | None:
         marked = marked_answer(text)
         if marked is not None:
-            num = last_number(marked) if parse_number(marked) is None else marked
-            if num is not None and parse_number(num) is not None:
+            num = last_number(marked) if parse_exact(marked) is None else marked
+            if num is not None and parse_exact(num) is not None:
                 return number_canonical(num) or num
             norm = normalize_text(marked)
             return norm or None
@@ -50,6 +50,6 @@ class GenericAnswerFormat:
         return number_canonical(answer) or normalize_text(answer)
 
     def equivalent(self, a: str, b: str) -> bool:
-        if parse_number(a) is not None and parse_number(b) is not None:
+        if parse_exact(a) is not None and parse_exact(b) is not None:
             return numeric_equal(a, b)
         return self.canonical(a) == self.canonical(b)

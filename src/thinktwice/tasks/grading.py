@@ -1,9 +1,11 @@
 """Answer equivalence: numeric comparison, LaTeX normalisation, and math-verify with a timeout.
 
-Graders are plain functions of two answer strings. ``None`` (no answer) is never equal to
-anything. The math grader normalises cheaply first and asks math-verify (HuggingFace) only when
-the normal forms differ; math-verify runs under a hard timeout so a pathological expression can
-neither hang the process nor leak warnings into callers running with ``-W error``.
+Graders are total functions of two answer strings: any text gives a verdict, never an exception.
+``None`` (no answer) is never equal to anything. Numbers compare exactly as rationals of any size
+(:mod:`thinktwice.tasks.exactnum`). The math grader normalises cheaply first and asks math-verify
+(HuggingFace) only when the normal forms differ and both answers pass the size pre-screen
+(:mod:`thinktwice.tasks.mathscreen`); math-verify then runs under a timeout, so a pathological
+expression can neither hang the process nor leak warnings into callers running with ``-W error``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from collections.abc import Callable
 from fractions import Fraction
 
 from thinktwice.errors import ConfigError
-from thinktwice.tasks.extract import parse_number
+from thinktwice.tasks.exactnum import ExactNumber, int_to_str
+from thinktwice.tasks.extract import parse_exact
+from thinktwice.tasks.mathscreen import math_verify_safe
 
 __all__ = [
     "GRADERS",
@@ -34,41 +38,41 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 # Relative tolerance for numeric answers: 0.333333 counts as 1/3, 18.0000001 as 18 (GSM8K-style
-# answers are exact numbers; the tolerance absorbs rounding in printed decimals).
-REL_TOL = 1e-6
+# answers are exact numbers; the tolerance absorbs rounding in printed decimals). Exact: numbers
+# are compared as rationals, never as floats (a 309-digit answer overflows a float).
+REL_TOL = Fraction(1, 10**6)
+_MAX_DECIMAL_PLACES = 15  # canonical forms print terminating decimals up to this many places
 
 
-def _fmt_fraction(x: Fraction) -> str:
-    if x.denominator == 1:
-        return str(x.numerator)
-    d = x.denominator
-    for p in (2, 5):
-        while d % p == 0:
-            d //= p
-    if d == 1:  # terminating decimal: print it exactly without trailing zeros
-        s = f"{float(x):.15f}".rstrip("0").rstrip(".")
-        if Fraction(s) == x:
-            return s
-    return f"{x.numerator}/{x.denominator}"
+def _fmt_number(x: ExactNumber) -> str:
+    """``"1000"``, ``"0.5"``, ``"1/3"``; numbers past :data:`PLAIN_LOG10` as ``"1e10000000"``."""
+    if not x.is_plain:
+        return x.key()
+    f = x.to_fraction()
+    if f.denominator == 1:
+        return int_to_str(f.numerator)
+    places = -x.exp
+    if x.mant.denominator == 1 and places <= _MAX_DECIMAL_PLACES:  # terminating: print exactly
+        digits = int_to_str(abs(x.mant.numerator)).rjust(places + 1, "0")
+        return ("-" if x.sign < 0 else "") + digits[:-places] + "." + digits[-places:]
+    return f"{int_to_str(f.numerator)}/{int_to_str(f.denominator)}"
 
 
 def number_canonical(answer: str) -> str | None:
     """A normal form for a numeric answer ("1,000.0" -> "1000", ".5" -> "0.5"), or None."""
-    x = parse_number(answer)
-    return None if x is None else _fmt_fraction(x)
+    x = parse_exact(answer)
+    return None if x is None else _fmt_number(x)
 
 
-def _close(a: Fraction, b: Fraction) -> bool:
-    if a == b:
-        return True
-    return abs(float(a) - float(b)) <= REL_TOL * max(1.0, abs(float(b)))
+def _close(a: ExactNumber, b: ExactNumber) -> bool:
+    return a.is_close(b, REL_TOL)
 
 
 def numeric_equal(a: str | None, b: str | None) -> bool:
-    """True when both strings denote the same number (within :data:`REL_TOL`)."""
+    """True when both strings denote the same number (within :data:`REL_TOL`, exactly)."""
     if a is None or b is None:
         return False
-    x, y = parse_number(a), parse_number(b)
+    x, y = parse_exact(a), parse_exact(b)
     if x is None or y is None:
         return x is None and y is None and a.strip().lower() == b.strip().lower() and bool(a.strip())
     return _close(x, y)
@@ -151,7 +155,7 @@ def _numeric_verdict(g: object, p: object) -> bool | None:
     diff, scale = abs(x - y), max(1.0, abs(x))
     if diff <= 1e-12 * scale:
         return True
-    if diff > REL_TOL * scale:
+    if diff > float(REL_TOL) * scale:
         return False
     return None
 
@@ -228,13 +232,15 @@ def math_equal(a: str | None, b: str | None) -> bool:
         return _close(x, y)
     if na.lower() == nb.lower() and re.fullmatch(r"[A-Za-z ()]+", na):
         return True  # text answers ("Tuesday", "(A)") compare case-insensitively
+    if not (math_verify_safe(na) and math_verify_safe(nb)):
+        return False  # towers, huge literals, deep nesting: decided by the normal forms alone
     return _math_verify_equal(na, nb)
 
 
-def _strict_number(s: str) -> Fraction | None:
+def _strict_number(s: str) -> ExactNumber | None:
     """A number only when ``s`` is nothing but a number (no units, words, or lists)."""
     if re.fullmatch(r"-?(\d+\.?\d*|\.\d+)(e-?\d+)?|-?\d+/\d+|-?\\frac\{-?\d+\}\{\d+\}", s):
-        return parse_number(s)
+        return parse_exact(s)
     return None
 
 
