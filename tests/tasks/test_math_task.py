@@ -23,7 +23,7 @@ needs_data = pytest.mark.skipif(not (DATA / "math500" / "test.jsonl").exists(), 
 def test_registered_and_protocol() -> None:
     t = tasks.create("math")
     assert isinstance(t, Task)
-    assert t.version == "math-p1-g1"
+    assert t.version == "math-p1-g2"  # g2: hostile expressions are screened before math-verify
 
 
 @needs_data

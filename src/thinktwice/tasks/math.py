@@ -43,7 +43,7 @@ class MathTask:
 
     name: ClassVar[str] = "math"
     prompt_version: ClassVar[str] = "p1"
-    grader_version: ClassVar[str] = "g1"
+    grader_version: ClassVar[str] = "g2"
 
     data_dir: str | os.PathLike[str] | None = None
     path: str | os.PathLike[str] | None = None
