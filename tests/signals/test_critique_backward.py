@@ -156,3 +156,17 @@ async def test_backward_verify_counts_per_distinct_answer_for_the_fobar_strategy
     assert math.isnan(res.share("10"))
     skipped = await backward_verify(Q, ["8", "8.0"], Meter(b))
     assert not skipped.ran and skipped.trials == {}
+
+
+def test_backward_masks_skip_numbers_too_large_for_a_float() -> None:
+    from thinktwice.signals.backward import masks
+
+    # a 400-digit number used to become inf, and two infs then counted as the same value
+    found = masks(f"Tom has {'9' * 400} apples and {'9' * 401} pears and 3 plums.")
+    assert [m.value for m in found] == [3.0]
+
+
+def test_step_verdict_reads_the_last_box_of_deeply_nested_input() -> None:
+    from thinktwice.signals.step_critic import parse_earliest_error
+
+    assert parse_earliest_error("\\boxed{" * 20000 + "x" + "} so \\boxed{2}", n_steps=5) == 2

@@ -60,10 +60,13 @@ class Mask:
 
 
 def _num(s: str) -> float | None:
+    """The number ``s`` denotes, or None when it is not a finite float (a 400-digit answer would be inf,
+    and two infs would then count as the same value)."""
     try:
-        return float(s.replace(",", "").rstrip("."))
-    except ValueError:
+        v = float(s.replace(",", "").rstrip("."))
+    except (ValueError, OverflowError):
         return None
+    return v if math.isfinite(v) else None
 
 
 def masks(text: str, limit: int | None = None) -> list[Mask]:

@@ -22,7 +22,7 @@ from typing import ClassVar
 
 from thinktwice.errors import ConfigError
 from thinktwice.lm.meter import Meter
-from thinktwice.tasks.extract import boxed_all
+from thinktwice.tasks.extract import boxed
 from thinktwice.tasks.base import Query
 from thinktwice.types import Candidate, Prompt, SamplingParams
 
@@ -108,9 +108,9 @@ def parse_earliest_error(text: str, n_steps: int | None = None) -> int | None:
             return None
         return v
 
-    boxed = boxed_all(text)
-    if boxed:
-        inner = re.sub(r"\\text\{([^}]*)\}", r"\1", boxed[-1]).strip().lower()
+    last = boxed(text)  # the last box only: linear even on deeply nested input
+    if last is not None:
+        inner = re.sub(r"\\text\{([^}]*)\}", r"\1", last).strip().lower()
         inner = re.sub(r"^(?:step|paragraph)\s*", "", inner)
         if re.fullmatch(_NONE_WORDS, inner, re.I):
             return -1
