@@ -5,9 +5,11 @@ samples per problem, drawn once and stored with their token statistics, lets any
 strategy (self-consistency, weighted votes, adaptive stopping, DeepConf) run offline unchanged:
 the strategy talks to a :class:`PoolBackend` exactly as it would to a live one.
 
-Replay is faithful to the accounting rule: a call's first sample carries ``calls=1`` and the
-problem's prompt tokens, ``max_tokens`` truncates a stored sample, and a ``monitor`` that stops a
-sequence mid-way truncates it there, so only the tokens actually served are billed.
+Replay is faithful to the accounting rule: on a backend with native ``n`` (the default) a call's
+first sample carries ``calls=1`` and the problem's prompt tokens; with ``native_n=False`` every
+sample is its own call, as a backend without ``n`` would bill it. A sample served whole bills the
+generated tokens stored with it; ``max_tokens`` truncates a stored sample, and a ``monitor`` that
+stops a sequence truncates it there, so only the tokens actually served are billed.
 
 >>> from thinktwice.types import Sample, SamplingParams, Prompt, Usage
 >>> import asyncio
@@ -39,8 +41,8 @@ def pool_capabilities(samples: Sequence[Sample]) -> Capabilities:
     has_tokens = bool(samples) and all(s.tokens is not None for s in samples)
     width = 0
     full = has_tokens
-    if has_tokens:
-        width = min((max((len(t.top) for t in s.tokens or ()), default=0) for s in samples), default=0)
+    if has_tokens:  # an empty sample (no tokens) says nothing about the width
+        width = min((max(len(t.top) for t in s.tokens) for s in samples if s.tokens), default=0)
         full = all(t.self_certainty is not None for s in samples for t in (s.tokens or ()))
     return Capabilities(
         logprobs=has_tokens, top_logprobs=width, full_vocab=full, native_n=True, prefix_sharing=True,
@@ -65,6 +67,9 @@ class PoolBackend:
     ``prompt_tokens`` is what one call's prompt costs; by default the largest prompt
     count stored with the samples, else an estimate from the prompt text. ``max_tokens`` and
     ``monitor`` truncate samples that carry token statistics; usage bills the served tokens.
+    ``native_n`` overrides the capability of the same name (and with it the billing: one call per
+    request, or one per sample). A monitor with a ``first_stop(index, tokens)`` method (DeepConf's
+    window monitor) judges each stored sequence at once instead of token by token.
 
     Raises:
         PoolExhausted: when a call asks for more samples than are left.
@@ -82,11 +87,15 @@ class PoolBackend:
         prompt_tokens: int | None = None,
         shuffle: bool = True,
         prompt: Prompt | None = None,
+        native_n: bool | None = None,
     ) -> None:
         self.model = model
         self.prompt = prompt
         self.samples = tuple(samples)
-        self.capabilities = capabilities or pool_capabilities(self.samples)
+        caps = capabilities or pool_capabilities(self.samples)
+        if native_n is not None:
+            caps = replace(caps, native_n=native_n)
+        self.capabilities = caps
         self.prompt_tokens = prompt_tokens if prompt_tokens is not None else _prompt_tokens(self.samples)
         order = list(range(len(self.samples)))
         if shuffle:
@@ -129,19 +138,19 @@ class PoolBackend:
         text, tokens, finish = s.text, s.tokens, s.finish_reason
         completion = s.usage.completion_tokens or (len(tokens) if tokens is not None else estimate_tokens(text))
         if tokens is not None:
-            kept = _truncate(tokens, params.max_tokens, i, monitor if self.capabilities.monitor else None)
-            if len(kept) < len(tokens):
-                finish = "monitor" if len(kept) < min(len(tokens), params.max_tokens) else "length"
-                text = _cut_text(text, tokens, len(kept))
-                tokens = kept
-                completion = len(kept)
-            elif len(tokens) != completion:
-                completion = len(tokens)
+            keep, stopped = _truncate(tokens, params.max_tokens, i, monitor if self.capabilities.monitor else None)
+            if stopped or keep < len(tokens):
+                # a monitor that fires on the last token still stopped the sequence (no end token)
+                finish = "monitor" if stopped else "length"
+                text = _cut_text(text, tokens, keep) if keep < len(tokens) else text
+                tokens = tuple(tokens[:keep])
+                completion = keep
         elif completion > params.max_tokens:  # text-only pool: cannot cut by token; cap the bill
             completion, finish = params.max_tokens, "length"
+        own_call = i == 0 or not self.capabilities.native_n
         usage = Usage(
-            calls=1 if i == 0 else 0,
-            prompt_tokens=prompt_cost if i == 0 else 0,
+            calls=1 if own_call else 0,
+            prompt_tokens=prompt_cost if own_call else 0,
             completion_tokens=completion,
             estimated=s.usage.estimated,
         )
@@ -154,14 +163,19 @@ class PoolBackend:
 
 def _truncate(
     tokens: Sequence[TokenStat], max_tokens: int, index: int, monitor: TokenMonitor | None
-) -> tuple[TokenStat, ...]:
+) -> tuple[int, bool]:
+    """How many of ``tokens`` are served, and whether the monitor stopped the sequence."""
     limit = min(len(tokens), max_tokens)
     if monitor is None:
-        return tuple(tokens[:limit])
+        return limit, False
+    first_stop = getattr(monitor, "first_stop", None)
+    if first_stop is not None:
+        at = first_stop(index, tokens[:limit])
+        return (limit, False) if at is None else (int(at), True)
     for pos in range(limit):
         if monitor(index, pos, tokens[pos]):
-            return tuple(tokens[: pos + 1])
-    return tuple(tokens[:limit])
+            return pos + 1, True
+    return limit, False
 
 
 def _cut_text(text: str, tokens: Sequence[TokenStat], keep: int) -> str:
@@ -176,30 +190,42 @@ def _cut_text(text: str, tokens: Sequence[TokenStat], keep: int) -> str:
 class PoolSource:
     """Stored pools of many problems; builds one :class:`PoolBackend` per (problem, seed).
 
+    ``native_n`` is what the backend that drew the pool could do (a pool run records it), so
+    replays bill calls and prompt tokens as it would; None keeps the pool's default (native n).
+
     >>> src = PoolSource({"p1": [Sample(text="1")]})
     >>> src.backend("p1", seed=0).remaining
     1
     """
 
-    def __init__(self, pools: Mapping[str, Sequence[Sample]], *, model: str = "pool") -> None:
+    def __init__(self, pools: Mapping[str, Sequence[Sample]], *, model: str = "pool",
+                 native_n: bool | None = None) -> None:
         self.pools = {k: tuple(v) for k, v in pools.items()}
         self.model = model
+        self.native_n = native_n
 
     @classmethod
     def from_store(cls, store: object, run_id: int, *, stage: str | None = "sample") -> PoolSource:
-        """The samples of a RunStore run (only those of ``stage``; None keeps every stage)."""
+        """The samples of a RunStore run (only those of ``stage``; None keeps every stage), billed
+        with or without native n as the run recorded its backend (``config["native_n"]``), else as
+        the stored samples show it (siblings of an n-sample call carry ``usage.calls == 0``; the
+        same rule as ``thinktwice curve``)."""
         rows: Iterable[object] = store.samples(run_id)  # type: ignore[attr-defined]
         pools: dict[str, list[Sample]] = {}
         for r in sorted(rows, key=lambda r: (r.problem_id, r.index)):  # type: ignore[attr-defined]
             if stage is not None and r.stage != stage:  # type: ignore[attr-defined]
                 continue
             pools.setdefault(r.problem_id, []).append(r.sample)  # type: ignore[attr-defined]
-        model = ""
+        model, recorded = "", None
         try:
-            model = store.get_run(run_id).model or ""  # type: ignore[attr-defined]
+            info = store.get_run(run_id)  # type: ignore[attr-defined]
+            model = info.model or ""
+            recorded = (getattr(info, "config", None) or {}).get("native_n")
         except AttributeError:
             pass
-        return cls(pools, model=model or "pool")
+        native_n = recorded if isinstance(recorded, bool) else any(
+            s.usage.calls == 0 for v in pools.values() for s in v)
+        return cls(pools, model=model or "pool", native_n=native_n)
 
     def __contains__(self, problem_id: object) -> bool:
         return problem_id in self.pools
@@ -225,4 +251,6 @@ class PoolSource:
         except KeyError:
             raise PoolExhausted(f"the pool has no samples of problem {problem_id!r}",
                                 backend="pool", model=self.model) from None
+        if self.native_n is not None:
+            options.setdefault("native_n", self.native_n)
         return PoolBackend(samples, seed, model=self.model, **options)  # type: ignore[arg-type]
