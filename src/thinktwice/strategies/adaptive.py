@@ -118,6 +118,9 @@ class AdaptiveConsistency(BaseStrategy):
 class EarlyStoppingSC(BaseStrategy):
     """Windows of ``window`` samples (one call each) until one window agrees fully, at most ``max_samples``.
 
+    A last window cut short by the cap cannot agree (it holds fewer than ``window`` answers); a cap
+    below the window is one such window, i.e. self-consistency at the cap.
+
     >>> EarlyStoppingSC().window
     5
     """
@@ -130,8 +133,8 @@ class EarlyStoppingSC(BaseStrategy):
     max_tokens: int | None = None
 
     def __post_init__(self) -> None:
-        if self.window < 1 or self.max_samples < self.window:
-            raise ConfigError(f"esc needs 1 <= window <= max_samples, got {self.window}, {self.max_samples}")
+        if self.window < 1 or self.max_samples < 1:
+            raise ConfigError(f"esc needs window and max_samples >= 1, got {self.window}, {self.max_samples}")
 
     async def decide(self, ctx: RunContext) -> Verdict:
         params = sampling_params(ctx, self.temperature, self.top_p, self.max_tokens)
