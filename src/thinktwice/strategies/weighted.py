@@ -9,6 +9,10 @@ Meter (so a signal's own calls land on the same bill), and select:
 - ``best-of-n``: the highest-scoring candidate with an answer;
 - ``borda``: rank by the signal (rank 1 = most certain); each candidate with an answer votes
   ``(N - r + 1) ** p``; ``p = 0`` is majority vote, large ``p`` tends to best-of-n.
+
+When no candidate with an answer has a usable score (the signal's own calls ran out of budget, or
+it returned NaN / zero weights for all of them), each falls back to the plain majority vote and
+says so in the trace (a ``fallback`` step with the reason).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from thinktwice.strategies.scoring import (
     score_candidates,
     weights_from_scores,
 )
-from thinktwice.strategies.voting import vote
+from thinktwice.strategies.voting import Vote, vote
 from thinktwice.types import Candidate
 
 __all__ = ["BestOfN", "Borda", "WeightedVote", "borda_weights"]
@@ -84,22 +88,34 @@ class WeightedVote(_SignalSampler):
 
     async def decide(self, ctx: RunContext) -> Verdict:
         cands, scores, short, sig = await self._sample_and_score(ctx)
-        if all(math.isnan(s) for s in scores):
-            weights = [1.0] * len(cands)
+        weights = weights_from_scores(scores)
+        if any(math.isinf(w) for w in weights):  # the limit of a vote: infinite weights outweigh all others
+            weights = [1.0 if math.isinf(w) else 0.0 for w in weights]
+        if any(c.answer is not None and w > 0 for c, w in zip(cands, weights)):
+            v = vote(cands, ctx.query.answers, weights)
+            ctx.note("vote", signal=sig, weights=[round(w, 6) for w in weights], tallies=v.tallies)
         else:
-            weights = weights_from_scores(scores)
-        v = vote(cands, ctx.query.answers, weights)
-        ctx.note("vote", signal=sig, weights=[round(w, 6) for w in weights], tallies=v.tallies)
+            v = _majority_fallback(ctx, cands, scores, sig)
         return Verdict(v.answer, v.share, cands, v.representative,
                        stopped_because="budget" if short else "done", votes=v.tallies)
+
+
+def _majority_fallback(ctx: RunContext, cands: list[Candidate], scores: list[float], sig: str) -> Vote:
+    """The plain majority vote, noted as a ``fallback`` step saying why the scores were unusable."""
+    answered = [s for c, s in zip(cands, scores) if c.answer is not None]
+    reason = "scores missing" if all(math.isnan(s) for s in answered) else "no positive weight"
+    v = vote(cands, ctx.query.answers)
+    ctx.note("fallback", signal=sig, reason=reason, to="majority", tallies=v.tallies)
+    return v
 
 
 @dataclass(frozen=True)
 class BestOfN(_SignalSampler):
     """Return the answer of the highest-scoring candidate (self-certainty best-of-N, arXiv 2502.18581).
 
-    Candidates without an answer are passed over; ties go to the earlier candidate. Confidence is
-    the winner's share of the (non-negative) weights, as in a weighted vote of one.
+    Candidates without an answer or without a score (NaN) are passed over; ties go to the earlier
+    candidate; when none is left, the plain majority vote answers. Confidence is the winner's share
+    of the (non-negative) weights, as in a weighted vote of one.
     """
 
     name: ClassVar[str] = "best-of-n"
@@ -115,8 +131,8 @@ class BestOfN(_SignalSampler):
                 best = i
         stopped = "budget" if short else "done"
         if best is None:
-            ctx.note("select", signal=sig, chosen=None, reason="no scored candidate with an answer")
-            return Verdict(None, None, cands, None, stopped_because=stopped)
+            v = _majority_fallback(ctx, cands, scores, sig)
+            return Verdict(v.answer, v.share, cands, v.representative, stopped_because=stopped, votes=v.tallies)
         total = sum(weights)
         conf = weights[best] / total if total > 0 else None
         ctx.note("select", signal=sig, chosen=best, answer=cands[best].answer, score=scores[best])
@@ -141,7 +157,8 @@ def borda_weights(scores: list[float], p: float) -> list[float]:
 class Borda(_SignalSampler):
     """Borda vote weighted by self-certainty rank (Kang et al., arXiv 2502.18581; released p = 0.5).
 
-    Candidates without an answer are ranked but cast no vote.
+    Candidates without an answer are ranked but cast no vote; when no candidate with an answer
+    has a score, the plain majority vote answers.
     """
 
     name: ClassVar[str] = "borda"
@@ -155,8 +172,11 @@ class Borda(_SignalSampler):
 
     async def decide(self, ctx: RunContext) -> Verdict:
         cands, scores, short, sig = await self._sample_and_score(ctx)
-        weights = borda_weights(scores, self.p)
-        v = vote(cands, ctx.query.answers, weights)
-        ctx.note("vote", signal=sig, p=self.p, weights=[round(w, 6) for w in weights], tallies=v.tallies)
+        if all(math.isnan(s) for c, s in zip(cands, scores) if c.answer is not None):
+            v = _majority_fallback(ctx, cands, scores, sig)  # ranks of missing scores mean nothing
+        else:
+            weights = borda_weights(scores, self.p)
+            v = vote(cands, ctx.query.answers, weights)
+            ctx.note("vote", signal=sig, p=self.p, weights=[round(w, 6) for w in weights], tallies=v.tallies)
         return Verdict(v.answer, v.share, cands, v.representative,
                        stopped_because="budget" if short else "done", votes=v.tallies)
