@@ -32,10 +32,21 @@ Role = Literal["system", "user", "assistant", "tool"]
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """One chat message."""
+    """One chat message.
+
+    ``parts`` are OpenAI content parts (``{"type": "image_url", ...}``) that HTTP backends send
+    instead of ``content``; ``content`` then holds the text of the text parts.
+    """
 
     role: str
     content: str
+    parts: tuple[Mapping[str, Any], ...] = ()
+
+    @classmethod
+    def from_parts(cls, role: str, parts: Sequence[Mapping[str, Any]]) -> Message:
+        """A message whose content is a list of OpenAI content parts."""
+        text = "".join(str(p.get("text", "")) for p in parts if p.get("type", "text") == "text")
+        return cls(role, text, tuple(dict(p) for p in parts))
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +74,9 @@ class Prompt:
         for m in messages:
             if isinstance(m, Message):
                 out.append(m)
+            elif isinstance(m.get("content"), list):
+                parts = [p for p in m["content"] if isinstance(p, Mapping)]
+                out.append(Message.from_parts(str(m.get("role", "user")), parts))
             else:
                 content = m.get("content")
                 if not isinstance(content, str):
@@ -87,14 +101,19 @@ class Prompt:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "messages": [{"role": m.role, "content": m.content} for m in self.messages],
+            "messages": [
+                {"role": m.role, "content": m.content, **({"parts": list(m.parts)} if m.parts else {})}
+                for m in self.messages
+            ],
             "assistant_prefix": self.assistant_prefix,
             "raw": self.raw,
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Prompt:
-        p = cls.from_messages(d.get("messages", ()))
+        p = cls.from_messages(
+            [{**m, "content": m["parts"]} if m.get("parts") else m for m in d.get("messages", ())]
+        )
         return replace(p, assistant_prefix=d.get("assistant_prefix", ""), raw=d.get("raw"))
 
 
@@ -215,13 +234,22 @@ class Sample:
         )
 
 
+# Request-body fields a backend derives from SamplingParams itself (never from ``extra``).
+_OWN_FIELDS = frozenset({
+    "model", "messages", "prompt", "n", "stream", "stream_options", "max_tokens", "max_completion_tokens",
+    "temperature", "top_p", "top_k", "min_p", "stop", "seed", "logprobs", "top_logprobs",
+})
+
+
 @dataclass(frozen=True, slots=True)
 class SamplingParams:
     """Decoding settings for one backend call.
 
     ``top_logprobs`` asks for that many alternatives per token (0 = chosen token only);
     ``logprobs`` asks for per-token statistics at all. Backends that see the full distribution
-    also fill entropy and self-certainty whenever ``logprobs`` is on.
+    also fill entropy and self-certainty whenever ``logprobs`` is on. ``extra`` holds further
+    request fields (``response_format``, penalties, ``logit_bias``, ``user`` ...) that HTTP
+    backends copy verbatim into the request body; the fields above cannot be set through it.
     """
 
     max_tokens: int = 512
@@ -233,8 +261,14 @@ class SamplingParams:
     seed: int | None = None
     logprobs: bool = True
     top_logprobs: int = 0
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.extra:
+            taken = sorted(k for k in self.extra if k in _OWN_FIELDS)
+            if taken:
+                raise ConfigError(f"SamplingParams.extra cannot set {', '.join(taken)}; use the fields")
+            object.__setattr__(self, "extra", dict(self.extra))
         if self.max_tokens < 0:
             raise ConfigError(f"max_tokens must be >= 0, got {self.max_tokens}")
         if not (self.temperature >= 0 and math.isfinite(self.temperature)):
@@ -254,6 +288,8 @@ class SamplingParams:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["stop"] = list(self.stop)
+        if not self.extra:  # keeps the keys of calls logged before ``extra`` existed
+            del d["extra"]
         return d
 
 

@@ -233,7 +233,8 @@ class OpenAIBackend:
         if chat:
             if not prompt.messages:
                 raise ConfigError("the prompt has no messages and no raw text")
-            msgs = [{"role": m.role, "content": m.content} for m in prompt.messages]
+            msgs = [{"role": m.role, "content": list(m.parts) if m.parts else m.content}
+                    for m in prompt.messages]
             if prompt.assistant_prefix:  # vLLM/SGLang convention for continuing an assistant turn
                 msgs.append({"role": "assistant", "content": prompt.assistant_prefix})
                 body["continue_final_message"], body["add_generation_prompt"] = True, False
@@ -255,6 +256,8 @@ class OpenAIBackend:
             else:
                 body["logprobs"] = k
         body.update(self.extra_body)
+        for k, v in params.extra.items():  # request fields (response_format, penalties, user ...)
+            body.setdefault(k, v)
         return ("/chat/completions" if chat else "/completions"), body
 
     async def _call(self, path: str, body: dict[str, Any], prompt: Prompt, params: SamplingParams,
