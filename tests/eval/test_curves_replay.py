@@ -101,7 +101,7 @@ def test_hand_computed_adaptive_esc_and_pass_at_k() -> None:
     _, used, _, _ = replay_detail(pool, CurveSpec("adaptive-consistency", threshold=0.9), orders)
     assert used[0, 2].tolist() == [1, 2, 3, 3]  # P(3, 0) = 0.9375 >= 0.9
     # esc with windows of 2: c stops after its first window; a's first window (1, 2) disagrees, second (2, 1) too
-    _, used, calls, _ = replay_detail(pool, CurveSpec("esc", window=2), orders)
+    _, used, calls, _ = replay_detail(pool, CurveSpec("esc", window=2), orders, native_n=True)
     assert used[0, 2].tolist() == [1, 2, 2, 2] and calls[0, 2].tolist() == [1, 1, 1, 1]
     assert used[0, 0].tolist() == [1, 2, 3, 4] and calls[0, 0].tolist() == [1, 1, 2, 2]
     # b's first window is (5, no answer): a window with a missing answer never agrees
@@ -129,15 +129,17 @@ def test_vectorised_equals_plain_loop_for_every_strategy(ties: bool) -> None:
         scores["self-certainty"][0, :6] = np.nan
         pool = dataclasses.replace(pool, scores=scores)
     specs = parse_specs("greedy,sc,weighted-sc:self-certainty,best-of-n:path-prob,adaptive-consistency,"
-                        "esc,deepconf,deepconf-online,deepconf:self-certainty")
-    specs.append(CurveSpec("deepconf-online", warmup=4, percentile=50))
+                        "esc,deepconf,deepconf-online")
+    specs += [CurveSpec("deepconf-online", warmup=4, percentile=50, batch=3),
+              CurveSpec("deepconf", keep=0.5), CurveSpec("adaptive-consistency", batch=2)]
     orders = permutations(12, 20, 4, seed=9)
     for spec in specs:
-        fast = replay_detail(pool, spec, orders)
-        slow = replay_loop(pool, spec, orders)
-        for name, a, b in zip(("correct", "used", "calls", "tokens"), fast, slow):
-            assert np.asarray(a, float).shape == b.shape, (spec.label, name)
-            assert np.allclose(np.asarray(a, float), b), (spec.label, name)
+        for native_n in (False, True):
+            fast = replay_detail(pool, spec, orders, native_n=native_n)
+            slow = replay_loop(pool, spec, orders, native_n=native_n)
+            for name, a, b in zip(("correct", "used", "calls", "tokens"), fast, slow):
+                assert np.asarray(a, float).shape == b.shape, (spec.label, name)
+                assert np.allclose(np.asarray(a, float), b), (spec.label, name, native_n)
 
 
 def test_deepconf_online_truncates_stopped_traces() -> None:
@@ -225,3 +227,24 @@ def test_incremental_reference_equals_replaying_each_budget_afresh() -> None:
             for p in range(6):
                 order = orders[b, p].tolist()
                 assert replay_one(pool, spec, p, order, w) == replay_prefixes(pool, spec, p, order, w), spec.label
+
+
+def test_deepconf_online_window_longer_than_every_trace_is_noted() -> None:
+    from thinktwice.lm.scripted import synthetic_stat
+
+    rows = {}
+    for p in range(3):
+        out = []
+        for i in range(6):
+            words = [" a", " b", " c", " ####", f" {i % 2}"]
+            toks = tuple(synthetic_stat(w, 0.5 + 0.08 * j, 50, 4) for j, w in enumerate(words))
+            s = Sample("".join(words), toks, usage=Usage(calls=1, prompt_tokens=10, completion_tokens=len(words)))
+            out.append(StoredSample(f"p{p}", i, "sample", s, str(i % 2), i % 2 == 0))
+        rows[f"p{p}"] = out
+    spec = CurveSpec("deepconf-online", warmup=2)
+    long = PoolData.from_samples(list(rows), rows, FMT, window=64)  # every trace is 5 tokens
+    (curve,) = replay(long, [spec], n_perm=3, n_boot=10)
+    assert len(curve.notes) == 1 and "no trace is cut" in curve.notes[0] and curve.to_dict()["notes"] == list(curve.notes)
+    short = PoolData.from_samples(list(rows), rows, FMT, window=2)
+    assert replay(short, [spec], n_perm=3, n_boot=10)[0].notes == ()
+    assert replay(long, [CurveSpec("sc")], n_perm=3, n_boot=10)[0].notes == ()
