@@ -2,10 +2,14 @@
 
 Replays self-consistency@16, Adaptive-Consistency (Beta rule 0.95), ESC (windows of 5) and
 DeepConf online through :class:`thinktwice.lm.pool.PoolBackend`, with common random orders: for
-each order every strategy sees the same sample stream, so accuracy differences are paired. Prints
-accuracy, the paired difference against SC@16 with a bootstrap CI, and the share of SC@16's
-samples and generated tokens each strategy used. Target: within 1 point of SC@16 with at most
-40% of its generated tokens.
+each order every strategy sees the same sample stream, so accuracy differences are paired. The
+strategies are the live ones, so every figure is what the live method gives on that stream (and
+what ``thinktwice curve`` replays for the same settings: tests/eval/test_replay_vs_live.py).
+Calls and prompt tokens are billed as the backend that drew the pool could (one call per round
+with native n, else one per sample; a stored pool run records which, ``--native-n`` overrides).
+Prints accuracy, the paired difference against SC@16 with a bootstrap CI, and the share of
+SC@16's samples and generated tokens each strategy used. Target: within 1 point of SC@16 with at
+most 40% of its generated tokens.
 
 Where the pool comes from, in order of preference:
   --store S [--run R]        a stored pool run (default: the store's newest); repeat --store for
@@ -115,7 +119,7 @@ def synthetic_pool(n_problems: int, n: int, seed: int) -> tuple[list[Problem], d
     return problems, pools
 
 
-def store_pool(path: str, run_id: int) -> tuple[object, list[Problem], dict[str, list[Sample]]]:
+def store_pool(path: str, run_id: int) -> tuple[object, list[Problem], dict[str, list[Sample]], bool | None]:
     import thinktwice.tasks  # noqa: F401
     from thinktwice.eval.store import RunStore
     from thinktwice.registry import tasks
@@ -127,7 +131,7 @@ def store_pool(path: str, run_id: int) -> tuple[object, list[Problem], dict[str,
         problems = st.problems(run_id)
         source = PoolSource.from_store(st, run_id)
     task = tasks.create(info.task, **info.config.get("task_options", {}))
-    return task, [p for p in problems if p.id in source], source.pools
+    return task, [p for p in problems if p.id in source], source.pools, source.native_n
 
 
 async def live_pool(backend_spec: str, task_name: str, limit: int, n: int, seed: int,  # type: ignore[no-untyped-def]
@@ -194,12 +198,13 @@ def pool_concentration(task, problems: Sequence[Problem], pools) -> tuple[float,
 
 
 async def run(task, problems: Sequence[Problem], pools, n: int, orders: int, window: int,  # type: ignore[no-untyped-def]
-              caps: Sequence[int] = ()) -> list[dict]:
+              caps: Sequence[int] = (), native_n: bool | None = None) -> list[dict]:
     """Replay SC@``n`` and the adaptive strategies (once per cap in ``caps``, default ``n``) on
-    one pool; rows carry the paired difference against SC@``n`` measured in the same replay."""
+    one pool; rows carry the paired difference against SC@``n`` measured in the same replay.
+    ``native_n``: bill as a backend with (True) or without (False) native n; None: native n."""
     from thinktwice.strategies import create_strategy
 
-    source = PoolSource(pools)
+    source = PoolSource(pools, native_n=native_n)
     size = source.min_size()
     caps = list(caps) or [n]
     if size < max(n, *caps):
@@ -327,7 +332,11 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=8, help="DeepConf group window (short traces here)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--temperature", type=float, default=0.8, help="sampling temperature of a live pool")
+    ap.add_argument("--native-n", choices=("recorded", "yes", "no"), default="recorded",
+                    help="bill calls as a backend with native n (yes), without (no), or as the pool run "
+                         "recorded its backend (default; native n when unrecorded)")
     a = ap.parse_args()
+    billing = {"yes": True, "no": False}.get(a.native_n)
     logging.basicConfig(level=logging.WARNING)
     if a.store:
         if a.run and len(a.run) not in (1, len(a.store)):
@@ -340,14 +349,15 @@ def main() -> None:
         loaded = []
         for i, (path, run_id) in enumerate(zip(a.store, runs)):
             rid = pick_run(path, run_id)
-            task, problems, pools = store_pool(path, rid)
+            task, problems, pools, recorded = store_pool(path, rid)
             label = a.label[i] if a.label else pool_label(path, rid)
-            loaded.append((label, task, problems, pools, f"store {Path(path).name} run {rid}"))
+            native = recorded if a.native_n == "recorded" else billing
+            loaded.append((label, task, problems, pools, f"store {Path(path).name} run {rid}", native))
         results = []
-        for label, task, problems, pools, source in loaded:
+        for label, task, problems, pools, source, native in loaded:
             err.print(f"{escape(label)}: {len(problems)} problems ({source})")
             caps = a.cap or ([a.n, 40] if a.n < 40 <= PoolSource(pools).min_size() else [a.n])
-            rows = asyncio.run(run(task, problems, pools, a.n, a.orders, a.window, caps))
+            rows = asyncio.run(run(task, problems, pools, a.n, a.orders, a.window, caps, native))
             results.append({"label": label, "source": source, "rows": rows, "sc_acc": rows[0]["acc"],
                             "modal": pool_concentration(task, problems, pools), "problems": len(problems)})
         if len(results) == 1:
@@ -376,7 +386,7 @@ def main() -> None:
         task = SyntheticTask()
         problems, pools = synthetic_pool(a.problems, a.n, a.seed)
     caps = a.cap or [a.n]
-    rows = asyncio.run(run(task, problems, pools, a.n, a.orders, a.window, caps))
+    rows = asyncio.run(run(task, problems, pools, a.n, a.orders, a.window, caps, billing))
     print_pool_table(rows, f"adaptive sampling vs SC@{a.n}: {len(problems)} problems, pool: {source}, "
                            f"{a.orders} orders", source, a.n)
     print(f"pool: {source}")
