@@ -104,28 +104,28 @@ def replay_one(pool: PoolData, spec: CurveSpec, p: int, order: Sequence[int],
         out = [(ok(sc[k - 1]), k, calls_of(k), cum[k]) for k in range(1, N + 1)]
         return [(out[0][0], 1, 1.0, cum[1])] if spec.kind == "greedy" else out
     if spec.kind == "adaptive-consistency":
-        for k in range(1, N + 1):  # the live loop: rounds of the fewest samples that could stop
-            d, calls = 0, 0.0
-            while d < k:
-                m = min_batch_to_stop(*counts_at(d), spec.threshold, k - d)
-                d += m
-                calls += calls_of(m)
-                v1, v2 = counts_at(d)
-                if v1 > 0 and beta_stop_probability(v1, v2) >= spec.threshold:
-                    break
-            out.append((ok(sc[d - 1]), d, calls, cum[d]))
+        # the live rounds: each asks for the fewest samples that could stop (a cap k truncates the
+        # round that would pass it); rounds end where the rule can fire, so one uncapped schedule
+        # serves every cap
+        ends, stop = [0], N + 1
+        while ends[-1] < N and stop > N:
+            d = ends[-1] + min_batch_to_stop(*counts_at(ends[-1]), spec.threshold, N - ends[-1])
+            ends.append(d)
+            v1, v2 = counts_at(d)
+            if v1 > 0 and beta_stop_probability(v1, v2) >= spec.threshold:
+                stop = d
+        for k in range(1, N + 1):
+            used = min(stop, k)
+            prev = max(e for e in ends if e < used)
+            calls = sum(calls_of(b - a) for a, b in zip(ends, ends[1:]) if b <= prev) + calls_of(used - prev)
+            out.append((ok(sc[used - 1]), used, calls, cum[used]))
         return out
     if spec.kind == "esc":
+        w = spec.window
+        stop = next((e for e in range(w, N + 1, w) if len(set(labels[e - w:e])) == 1 and labels[e - 1] >= 0), N + 1)
         for k in range(1, N + 1):
-            d, calls = 0, 0.0
-            while d < k:
-                m = min(spec.window, k - d)
-                win = labels[d:d + m]
-                d += m
-                calls += 1.0 if native_n else float(m)
-                if m == spec.window and len(set(win)) == 1 and win[0] >= 0:
-                    break
-            out.append((ok(sc[d - 1]), d, calls, cum[d]))
+            used = min(stop, k)  # windows of w, the last one cut by the cap; one call each with native n
+            out.append((ok(sc[used - 1]), used, float(math.ceil(used / w)) if native_n else float(used), cum[used]))
         return out
     if spec.kind == "weighted-sc":
         tally: dict[int, int] = {}
