@@ -258,10 +258,9 @@ def test_replay_equals_live_when_the_first_traces_are_empty(case: str, native_n:
         asyncio.run(check(world, spec, make, [0], native_n, shuffle=False))
 
 
-@pytest.mark.xfail(strict=True, reason="PoolData gives a trace shorter than the DeepConf window a stop at its "
-                   "last logprob token, so the replay bills that count where the live run, which cannot cut "
-                   "such a trace, bills its stored usage (an end token more); fix in eval/pool_data.py")
 def test_short_traces_below_the_threshold_bill_their_stored_usage() -> None:
+    """A trace shorter than the window is never cut live, so the replay bills its stored usage (which may
+    count an end token its logprobs lack), not a stop at its last logprob token."""
     spec, make = CASES["deepconf-online"]
     for seed in range(4):
         world = make_world(3000 + seed, 13, "two", "distinct", 100, short_eos=True)
