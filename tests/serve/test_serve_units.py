@@ -109,11 +109,17 @@ def test_embedded_passthrough_is_one_plain_sample(make_proxy: Callable[..., Serv
 
 def test_samples_per_decision_are_capped(make_proxy: Callable[..., ServerThread]) -> None:
     backend = ScriptedBackend(["The answer is 7."], cycle=True)
-    srv = make_proxy(ServeConfig(strategy="self-consistency", max_samples=6), backend=backend)
+    # the server's own options are trusted, and bounded by the per-decision budget
+    cfg = ServeConfig(strategy="self-consistency", strategy_options={"n": 1000}, max_samples=6)
+    srv = make_proxy(cfg, backend=backend)
+    r = httpx.post(srv.url + "/chat/completions", json={"messages": [{"role": "user", "content": "3+4?"}]})
+    ext = r.json()["choices"][0]["thinktwice"]
+    assert r.status_code == 200 and ext["samples"] == 6 and ext["stopped_because"] == "budget"
+    assert sum(n for _, _, n in backend.calls) == 6
+    # a client's option above the cap is refused before any sampling (test_serve_limits.py)
     r = httpx.post(
         srv.url + "/chat/completions",
         json={"messages": [{"role": "user", "content": "3+4?"}], "thinktwice": {"n": 1000}},
     )
-    ext = r.json()["choices"][0]["thinktwice"]
-    assert r.status_code == 200 and ext["samples"] == 6 and ext["stopped_because"] == "budget"
+    assert r.status_code == 400 and r.json()["error"]["param"] == "thinktwice.n"
     assert sum(n for _, _, n in backend.calls) == 6

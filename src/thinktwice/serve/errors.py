@@ -10,6 +10,7 @@ server and answered 500 with a generic message: a client never sees a stack trac
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from thinktwice.errors import (
@@ -20,9 +21,65 @@ from thinktwice.errors import (
     RateLimited,
 )
 
-__all__ = ["ProxyError", "error_body", "error_response", "from_backend_error", "install_handlers"]
+__all__ = [
+    "ProxyError",
+    "error_body",
+    "error_response",
+    "from_backend_error",
+    "install_handlers",
+    "sanitize_upstream",
+    "upstream_ident",
+]
 
 logger = logging.getLogger(__name__)
+
+UPSTREAM_MESSAGE_CHARS = 300
+"""The most characters of an upstream's error message relayed to a client."""
+
+# What an upstream's error text may carry that a client must not see: tracebacks (cut there),
+# credentials and internal addresses (replaced).
+_TRACEBACK = re.compile(r"Traceback \(most recent call last\)|\bFile \"[^\"]+\", line \d+", re.IGNORECASE)
+_SECRETS = [
+    (re.compile(r"\b(?:sk|pk|rk|sess)-[A-Za-z0-9_\-]{6,}"), "[redacted]"),
+    (re.compile(r"\bBearer\s+[^\s,;\"']+", re.IGNORECASE), "Bearer [redacted]"),
+    (re.compile(r"\beyJ[\w-]{4,}\.[\w-]{4,}\.[\w-]+"), "[redacted]"),  # JWTs
+    (re.compile(r"\bAKIA[0-9A-Z]{16}\b"), "[redacted]"),
+    (
+        re.compile(
+            r"\b((?:api[_-]?key|access[_-]?token|token|secret|password|passwd|authorization|auth)"
+            r"[\"']?\s*[=:]\s*)[\"']?[^\s,;\"'&}]+",
+            re.IGNORECASE,
+        ),
+        r"\1[redacted]",
+    ),
+    (re.compile(r"\b[A-Fa-f0-9]{32,}\b"), "[redacted]"),
+    (re.compile(r"\b[A-Za-z0-9+/_\-]{40,}={0,2}"), "[redacted]"),
+    (re.compile(r"\b[a-z][a-z0-9+.\-]*://[^\s\"'<>]+", re.IGNORECASE), "[upstream]"),
+    (re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?::\d+)?\b"), "[upstream]"),
+    (re.compile(r"(?:/[\w.\-]+){2,}/?"), "[path]"),
+]
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+_IDENT = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+
+
+def sanitize_upstream(text: str, limit: int = UPSTREAM_MESSAGE_CHARS) -> str:
+    """An upstream's error text made safe to relay: cut at any traceback, credentials, URLs, hosts
+    and file paths replaced, control characters dropped, at most ``limit`` characters."""
+    m = _TRACEBACK.search(text)
+    if m:
+        text = text[: m.start()].rstrip() or "(details withheld)"
+    text = text[: limit * 4]  # bound the regex work before cleaning
+    for pattern, repl in _SECRETS:
+        text = pattern.sub(repl, text)
+    text = " ".join(_CONTROL.sub(" ", text).split())
+    if len(text) > limit:
+        text = text[: limit - 1].rstrip() + "…"
+    return text
+
+
+def upstream_ident(value: object) -> str | None:
+    """An upstream's ``code`` / ``param`` value when it is a short identifier, else None."""
+    return value if isinstance(value, str) and _IDENT.match(value) else None
 
 _TYPES = {
     400: "invalid_request_error",
@@ -81,14 +138,17 @@ def from_backend_error(e: BaseException) -> ProxyError:
     if isinstance(e, RateLimited):
         headers = {"Retry-After": f"{e.retry_after:g}"} if e.retry_after else None
         return ProxyError(
-            429, f"The upstream is rate limiting requests: {e}", code="rate_limit_exceeded", headers=headers
+            429,
+            f"The upstream is rate limiting requests: {sanitize_upstream(str(e))}",
+            code="rate_limit_exceeded",
+            headers=headers,
         )
     if isinstance(e, ContextLengthExceeded):
-        return ProxyError(400, str(e), param="messages", code="context_length_exceeded")
+        return ProxyError(400, sanitize_upstream(str(e)), param="messages", code="context_length_exceeded")
     if isinstance(e, AuthenticationError):
         return ProxyError(502, "The upstream rejected the proxy's API key.", code="upstream_auth")
     if isinstance(e, BackendError):
-        text = str(e)
+        text = sanitize_upstream(str(e))
         if "timed out" in text.lower() or "timeout" in text.lower():
             return ProxyError(504, f"The upstream timed out: {text}", code="upstream_timeout")
         if e.status is not None and 400 <= e.status < 500 and e.status not in (401, 403, 408, 429):

@@ -65,18 +65,34 @@ class Http1Pool:
         return o
 
     async def post(
-        self, base_url: str, path: str, body: bytes, headers: dict[str, str]
+        self, base_url: str, path: str, body: bytes, headers: dict[str, str], timeout_s: float | None = None
     ) -> tuple[int, dict[str, str], bytes]:
         """POST ``body`` to ``base_url + path``; returns (status, lower-cased headers, body)."""
+        return await self.request("POST", base_url, path, body, headers, timeout_s)
+
+    async def request(
+        self,
+        method: str,
+        base_url: str,
+        path: str,
+        body: bytes,
+        headers: dict[str, str],
+        timeout_s: float | None = None,
+    ) -> tuple[int, dict[str, str], bytes]:
+        """Send ``method`` to ``base_url + path`` (``timeout_s`` bounds the whole exchange, default the
+        pool's); returns (status, lower-cased headers, body)."""
         o = self._origin(base_url)
-        head = [f"POST {o.prefix}{path} HTTP/1.1\r\nHost: {o.host_header}\r\nContent-Length: {len(body)}\r\n"]
+        head = [
+            f"{method} {o.prefix}{path} HTTP/1.1\r\nHost: {o.host_header}\r\nContent-Length: {len(body)}\r\n"
+        ]
         head += [f"{k}: {v}\r\n" for k, v in headers.items()]
         request = "".join(head).encode("latin-1") + b"\r\n" + body
+        limit = self.timeout_s if timeout_s is None else min(timeout_s, self.timeout_s)
         async with self._slots:
             try:
-                return await asyncio.wait_for(self._exchange(o, request), self.timeout_s)
+                return await asyncio.wait_for(self._exchange(o, request), limit)
             except asyncio.TimeoutError:
-                raise UpstreamTimeout(f"no answer within {self.timeout_s:g} s") from None
+                raise UpstreamTimeout(f"no answer within {limit:g} s") from None
 
     async def _exchange(self, o: _Origin, request: bytes) -> tuple[int, dict[str, str], bytes]:
         idle = self._idle[o]

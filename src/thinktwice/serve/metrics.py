@@ -1,8 +1,10 @@
 """Prometheus text exposition (format 0.0.4) of the proxy's counters, written by hand.
 
 One :class:`Metrics` lives on ``app.state``: request counts by endpoint and status, a request
-latency histogram, decisions by strategy, upstream calls and tokens (prompt / completion), and
-requests in flight. The event loop is single-threaded, so plain integers need no locks.
+latency histogram, decisions by strategy, upstream calls and tokens (prompt / completion; billed
+per upstream call, so work done for a client that went away is counted too), requests in flight,
+requests given up by their client, and ``max_tokens`` values clamped to the cap. The event loop
+is single-threaded, so plain integers need no locks.
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ class Metrics:
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.upstream_errors: dict[int, int] = defaultdict(int)
+        self.disconnects = 0
+        self.clamped = 0
 
     def observe(self, endpoint: str, status: int, seconds: float) -> None:
         """Record one finished request."""
@@ -114,6 +118,12 @@ class Metrics:
         for status, v in sorted(self.upstream_errors.items()):
             out.append(f'thinktwice_upstream_errors_total{{status="{status}"}} {v}')
         out += [
+            "# HELP thinktwice_client_disconnects_total Requests whose client left before the answer.",
+            "# TYPE thinktwice_client_disconnects_total counter",
+            f"thinktwice_client_disconnects_total {self.disconnects}",
+            "# HELP thinktwice_max_tokens_clamped_total Requests whose max_tokens was lowered to the cap.",
+            "# TYPE thinktwice_max_tokens_clamped_total counter",
+            f"thinktwice_max_tokens_clamped_total {self.clamped}",
             "# HELP thinktwice_upstream_tokens_total Tokens the upstream reported, by kind.",
             "# TYPE thinktwice_upstream_tokens_total counter",
             f'thinktwice_upstream_tokens_total{{kind="prompt"}} {self.prompt_tokens}',

@@ -1,10 +1,21 @@
-"""The endpoints: chat and text completions (strategy or passthrough), models, health, metrics."""
+"""The endpoints: chat and text completions (strategy or passthrough), models, tokenizer forwarding,
+health and metrics.
+
+A completion request is read in two steps: the routing fields first (``model``, ``thinktwice``),
+then, for a strategy, the full schema; passthrough reads only what it needs to enforce the caps,
+so any body the upstream accepts is forwarded. Requests a strategy cannot serve honestly (echo,
+``max_tokens`` 0, tools, ``best_of``, token ids it cannot decode, images for a text-only backend)
+are a 400 naming the field before any sampling, or go to passthrough when the route's
+``fallback`` says so.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from fastapi import APIRouter
@@ -12,29 +23,46 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
 from thinktwice.errors import ThinktwiceError
+from thinktwice.serve.body import decode_body
+from thinktwice.serve.budget import Work, check_work, clamp_max_tokens, decision_work
 from thinktwice.serve.config import PASSTHROUGH
 from thinktwice.serve.decide import (
     Route,
     build_strategy,
     choice_extension,
+    factory_of,
     finish_reason,
     make_query,
     resolve,
     run_decisions,
+    strategy_temperature,
     usage_block,
     valid_strategies,
     wants_logprobs,
 )
 from thinktwice.serve.errors import ProxyError, from_backend_error
-from thinktwice.serve.passthrough import forward
-from thinktwice.serve.schemas import ChatRequest, CompletionRequest, new_id, now, parse_request
-from thinktwice.serve.streaming import first_ready, stream_decisions
+from thinktwice.serve.logprobs import chat_logprobs, chosen_tokens, completion_logprobs
+from thinktwice.serve.passthrough import forward, forward_tokenizer
+from thinktwice.serve.schemas import (
+    ChatRequest,
+    CompletionRequest,
+    new_id,
+    now,
+    parse_passthrough,
+    parse_request,
+    parse_thinktwice,
+)
+from thinktwice.serve.servable import forwards_fields, ignored_fields, refusal
+from thinktwice.serve.streaming import stream_decisions
+from thinktwice.serve.tally import DecisionTally
 from thinktwice.strategies.base import Strategy
-from thinktwice.types import Decision, Prompt, SamplingParams
+from thinktwice.tasks.base import Query
+from thinktwice.types import Decision, Prompt, SamplingParams, Usage
 
 __all__ = ["build_router"]
 
 log = logging.getLogger(__name__)
+
 
 
 async def chat_completions(request: Request) -> Response:
@@ -45,25 +73,48 @@ async def completions(request: Request) -> Response:
     return await _complete(request, "completion")
 
 
-async def models(request: Request) -> Response:
-    """The served model, one ``strategy/model`` id per strategy, and the upstream's own models (passthrough
-    to the default strategy) when the upstream lists them; an upstream that cannot list them is skipped."""
-    st = request.app.state
+async def _model_ids(st: Any) -> tuple[list[str], bool]:
+    """Every model id the proxy answers to, and whether the upstream listed its own."""
     base = st.config.model or st.backends.default.model
     upstream: list[str] = []
+    listed = False
     lister = getattr(st.backends.default, "list_models", None)
     if lister is not None:
         try:
             upstream = await lister()
+            listed = True
         except ThinktwiceError as e:
             log.warning("/v1/models: %s", e)
     ids = list(dict.fromkeys([base, *upstream, *(f"{s}/{base}" for s in valid_strategies())]))
-    return JSONResponse(
-        {
-            "object": "list",
-            "data": [{"id": i, "object": "model", "created": 0, "owned_by": "thinktwice"} for i in ids],
-        }
+    return ids, listed
+
+
+def _model_object(i: str) -> dict[str, Any]:
+    return {"id": i, "object": "model", "created": 0, "owned_by": "thinktwice"}
+
+
+async def models(request: Request) -> Response:
+    """The served model, one ``strategy/model`` id per strategy, and the upstream's own models (passthrough
+    to the default strategy) when the upstream lists them; an upstream that cannot list them is skipped."""
+    ids, _ = await _model_ids(request.app.state)
+    return JSONResponse({"object": "list", "data": [_model_object(i) for i in ids]})
+
+
+async def model(request: Request) -> Response:
+    """``GET /v1/models/{id}``: any listed id, a ``STRATEGY/MODEL`` of a listed model, or (when the
+    upstream cannot list its models) any name; else 404."""
+    st = request.app.state
+    wanted = request.path_params["model_id"]
+    ids, listed = await _model_ids(st)
+    prefix, sep, rest = wanted.partition("/")
+    known = (
+        wanted in ids
+        or (sep and prefix in valid_strategies() and rest in ids)
+        or (not listed and st.upstream is not None)
     )
+    if not known:
+        raise ProxyError(404, f"The model {wanted!r} does not exist.", param="model", code="model_not_found")
+    return JSONResponse(_model_object(wanted))
 
 
 async def health(request: Request) -> Response:
@@ -82,75 +133,136 @@ async def metrics(request: Request) -> Response:
     return PlainTextResponse(request.app.state.metrics.render(), media_type="text/plain; version=0.0.4")
 
 
+def _tokenizer_route(path: str, method: str) -> Callable[[Request], Any]:
+    async def handler(request: Request) -> Response:
+        st = request.app.state
+        if st.upstream is None:
+            raise ProxyError(
+                404, f"{path} is forwarded to an HTTP upstream; this server has none.", code="not_found"
+            )
+        raw = b""
+        if method == "POST":
+            body = decode_body(await request.body())
+            if isinstance(body.get("model"), str):  # a strategy prefix names no upstream model
+                body["model"] = resolve(body["model"], None, st.config).model or body["model"]
+            raw = json.dumps(body).encode()
+        return await forward_tokenizer(st.upstream, method, path, raw, _client_auth(request))
+
+    return handler
+
+
 def build_router() -> APIRouter:
     """A fresh router with the proxy's endpoints (one per app: no shared module state)."""
     router = APIRouter()
     router.add_api_route("/v1/chat/completions", chat_completions, methods=["POST"])
     router.add_api_route("/v1/completions", completions, methods=["POST"])
     router.add_api_route("/v1/models", models, methods=["GET"])
+    router.add_api_route("/v1/models/{model_id:path}", model, methods=["GET"])
+    for path, method in (("/tokenize", "POST"), ("/detokenize", "POST"), ("/tokenizer_info", "GET")):
+        handler = _tokenizer_route(path, method)
+        router.add_api_route(path, handler, methods=[method])
+        router.add_api_route("/v1" + path, handler, methods=[method])
     router.add_api_route("/health", health, methods=["GET"])
     router.add_api_route("/metrics", metrics, methods=["GET"])
     return router
 
 
-def _decode(raw: bytes) -> dict[str, Any]:
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        raise ProxyError(400, "The request body is not valid JSON.", code="invalid_json") from None
-    if not isinstance(body, dict):
-        raise ProxyError(400, "The request body must be a JSON object.", code="invalid_json")
-    return body
+def _client_auth(request: Request) -> str | None:
+    return None if request.app.state.config.api_keys else request.headers.get("authorization")
 
 
-def _check_limits(req: ChatRequest | CompletionRequest, st: Any) -> None:
-    cfg = st.config
-    if req.n > cfg.max_n:
-        raise ProxyError(400, f"n={req.n} is above this server's cap of {cfg.max_n}.", param="n")
-    limit = req.limit
-    if limit is not None and limit > cfg.max_tokens:
-        param = "max_completion_tokens" if req.max_completion_tokens else "max_tokens"
-        raise ProxyError(400, f"{param}={limit} is above this server's cap of {cfg.max_tokens}.", param=param)
+def _billers(request: Request) -> tuple[Callable[[Usage], None], Callable[[int, int, int], None]]:
+    """Bill upstream work to /metrics and to the client key's token rate limit."""
+    st = request.app.state
+    limits = getattr(st, "limits", None)
+
+    def bill_raw(calls: int, prompt: int, completion: int) -> None:
+        st.metrics.upstream_raw(calls, prompt, completion)
+        if limits is not None and completion:
+            limits.charge(request.scope, completion)
+
+    def bill(u: Usage) -> None:
+        bill_raw(u.calls, u.prompt_tokens, u.completion_tokens)
+
+    return bill, bill_raw
+
+
+def _remaining(request: Request) -> float:
+    st = request.app.state
+    now_s = asyncio.get_running_loop().time()
+    started = request.scope.setdefault("state", {}).setdefault("thinktwice.started", now_s)
+    return max(0.001, st.config.request_timeout_s - (now_s - started))
 
 
 async def _complete(request: Request, kind: Literal["chat", "completion"]) -> Response:
     st = request.app.state
+    _remaining(request)  # starts the request's clock
     raw = await request.body()
-    body = _decode(raw)
-    req = parse_request(kind, body)
-    route = resolve(req.model, req.thinktwice, st.config)
-    _check_limits(req, st)
+    body = decode_body(raw)
+    field = parse_thinktwice(body.get("thinktwice"))
+    name = body.get("model")
+    if name is not None and not isinstance(name, str):
+        raise ProxyError(422, "model: Input should be a valid string", param="model")
+    route = resolve(name, field, st.config)
     chat = kind == "chat"
     if route.passthrough and st.upstream is not None:
-        if route.model != body.get("model") or "thinktwice" in body:
-            body = {k: v for k, v in body.items() if k != "thinktwice"}
-            if route.model:
-                body["model"] = route.model
-            raw = json.dumps(body).encode()
-        auth = None if st.config.api_keys else request.headers.get("authorization")
-        return await forward(
-            st.upstream,
-            st.metrics,
-            "/chat/completions" if chat else "/completions",
-            raw,
-            stream=req.stream,
-            client_auth=auth,
-        )
-    if isinstance(req, ChatRequest) and req.tools:
-        raise ProxyError(
-            400,
-            f"tools are forwarded only by the '{PASSTHROUGH}' strategy (model "
-            f"'{PASSTHROUGH}/MODEL'); strategy {route.strategy!r} cannot call tools.",
-            param="tools",
-        )
+        return await _passthrough(request, body, raw, route, chat)
+    req = parse_request(kind, body)
+    refused = await refusal(req, route.strategy, st.backends.default, st.upstream)
+    if refused is not None:
+        if route.fallback == PASSTHROUGH and st.upstream is not None:
+            return await _passthrough(request, body, raw, route, chat)
+        raise refused
     return await _decide(request, req, route, chat)
+
+
+async def _passthrough(
+    request: Request, body: dict[str, Any], raw: bytes, route: Route, chat: bool
+) -> Response:
+    st, cfg = request.app.state, request.app.state.config
+    view = parse_passthrough(body)
+    if view.n > cfg.max_n:
+        raise ProxyError(400, f"n={view.n} is above this server's cap of {cfg.max_n}.", param="n")
+    limit, warning = clamp_max_tokens(view.limit, view.limit_field, cfg)
+    per = (view.best_of or 1) if not chat else 1
+    prompts = 1 if chat else view.prompt_count()
+    work = Work(per, per * (limit or cfg.max_tokens))
+    check_work(prompts * view.n, work, cfg, prompts=prompts, choices=view.n)
+    strip = view.stream and not view.include_usage
+    if route.model != body.get("model") or "thinktwice" in body or warning or strip:
+        body = {k: v for k, v in body.items() if k != "thinktwice"}
+        if route.model:
+            body["model"] = route.model
+        if warning:
+            body[view.limit_field] = limit
+            st.metrics.clamped += 1
+        if strip:  # ask for usage so /metrics is exact; the usage chunk is dropped on the way back
+            body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+        raw = json.dumps(body).encode()
+    _, bill_raw = _billers(request)
+
+    def on_error(err: ProxyError) -> None:
+        st.metrics.upstream_errors[err.status] += 1
+
+    return await forward(
+        st.upstream,
+        bill_raw,
+        "/chat/completions" if chat else "/completions",
+        raw,
+        stream=view.stream,
+        client_auth=_client_auth(request),
+        timeout_s=_remaining(request),
+        strip_usage=strip,
+        headers={"warning": warning} if warning else None,
+        on_error=on_error,
+    )
 
 
 def _strategy(st: Any, route: Route, temperature: float | None) -> Strategy:
     cfg = st.config
     if (
         st.default_strategy is not None
-        and temperature is None
+        and not temperature
         and route.strategy == cfg.strategy
         and dict(route.options) == dict(cfg.strategy_options)
     ):
@@ -158,87 +270,225 @@ def _strategy(st: Any, route: Route, temperature: float | None) -> Strategy:
     return build_strategy(route, temperature)
 
 
+def _params(
+    req: ChatRequest | CompletionRequest, route: Route, max_tokens: int, forwards: bool
+) -> SamplingParams:
+    """The query's decoding settings: the request's own, every forwarded field included."""
+    k = req.wants_logprobs
+    return SamplingParams(
+        max_tokens=max_tokens,
+        temperature=1.0 if req.temperature is None else req.temperature,
+        top_p=1.0 if req.top_p is None else req.top_p,
+        top_k=max(req.top_k or 0, 0),
+        min_p=req.min_p or 0.0,
+        stop=tuple(req.stop or ()),
+        seed=req.seed,
+        logprobs=wants_logprobs(route.strategy) or k is not None,
+        top_logprobs=k or 0,
+        extra=req.forwarded() if forwards else {},
+    )
+
+
+def _warnings(clamped: str | None, ignored: list[str], backend: str) -> dict[str, str]:
+    parts = [clamped] if clamped else []
+    if ignored:
+        parts.append(f'299 thinktwice "backend {backend} ignores {", ".join(ignored)}"')
+    return {"warning": ", ".join(parts)} if parts else {}
+
+
 async def _decide(
     request: Request, req: ChatRequest | CompletionRequest, route: Route, chat: bool
 ) -> Response:
     st = request.app.state
     cfg = st.config
+    if req.n > cfg.max_n:
+        raise ProxyError(400, f"n={req.n} is above this server's cap of {cfg.max_n}.", param="n")
     strategy = _strategy(st, route, req.temperature)
-    backend = st.backends.get(route.model)
-    params = SamplingParams(
-        max_tokens=req.limit or cfg.max_tokens,
-        temperature=1.0 if req.temperature is None else req.temperature,
-        top_p=1.0 if req.top_p is None else req.top_p,
-        stop=tuple(req.stop or ()),
-        logprobs=wants_logprobs(route.strategy),
-    )
+    limit, clamped = clamp_max_tokens(req.limit, req.limit_field, cfg)
+    default = st.backends.default
+    params = _params(req, route, limit or cfg.max_tokens, forwards_fields(default))
     rid = new_id("chat" if chat else "completion")
     if isinstance(req, ChatRequest):
         queries = [make_query(rid, req.prompt(), req.question(), st.answers, params)]
-    else:
-        queries = [make_query(rid, Prompt(raw=p), p, st.answers, params) for p in req.prompts()]
-    tasks = await run_decisions(
-        strategy,
-        queries,
-        backend,
-        req.n,
-        route.budget_tokens,
-        req.seed,
-        cfg.request_timeout_s,
-        cfg.max_samples,
+    else:  # token ids were decoded by servable.refusal
+        texts = [str(p) for p in req.prompts()]
+        queries = [make_query(rid, Prompt(raw=p), p, st.answers, params) for p in texts]
+    per = decision_work(
+        factory_of(route.strategy), route.options, params.max_tokens, route.budget_tokens, cfg.max_samples
     )
-    model = req.model or route.model or backend.model
-    name = getattr(strategy, "name", route.strategy)
-    created = now()
+    check_work(len(queries) * req.n, per, cfg, prompts=len(queries), choices=req.n)
+    if clamped:
+        st.metrics.clamped += 1
+    headers = _warnings(clamped, ignored_fields(req, default), default.name)
+    run = _Run(
+        request=request,
+        strategy=strategy,
+        queries=queries,
+        route=route,
+        n=req.n,
+        seed=req.seed,
+        name=getattr(strategy, "name", route.strategy),
+        temperature=strategy_temperature(strategy, params),
+    )
     if req.stream:
-        await first_ready(tasks, cfg.request_timeout_s)
-        gen = stream_decisions(
-            tasks,
+        body = run.stream(
             chat=chat,
             rid=rid,
-            created=created,
-            model=model,
-            strategy=name,
+            model=req.model or route.model or default.model,
             include_usage=req.include_usage,
-            on_done=lambda ds: _account(st, name, ds),
+            logprobs=req.wants_logprobs,
         )
-        return StreamingResponse(gen, media_type="text/event-stream", headers={"cache-control": "no-cache"})
-    results = await asyncio.gather(*tasks, return_exceptions=True)
-    for r in results:
-        if isinstance(r, BaseException):
-            if isinstance(r, asyncio.CancelledError):
-                raise r
-            err = from_backend_error(r)
-            st.metrics.upstream_errors[err.status] += 1
-            raise err
-    decisions: list[Decision] = list(results)  # type: ignore[arg-type]
-    _account(st, name, decisions)
+        return StreamingResponse(
+            body, media_type="text/event-stream", headers={"cache-control": "no-cache", **headers}
+        )
+    decisions = await run.complete()
+    if decisions is None:
+        return Response(status_code=499)  # the client left; nobody reads this
     choices = []
     for i, d in enumerate(decisions):
         c: dict[str, Any] = {
             "index": i,
-            "logprobs": None,
+            "logprobs": _logprobs(d, req.wants_logprobs, chat),
             "finish_reason": finish_reason(d),
-            "thinktwice": choice_extension(d),
+            "thinktwice": choice_extension(d, run.temperature),
         }
         if chat:
             c["message"] = {"role": "assistant", "content": d.response}
         else:
             c["text"] = d.response
         choices.append(c)
-    return JSONResponse(
-        {
-            "id": rid,
-            "object": "chat.completion" if chat else "text_completion",
-            "created": created,
-            "model": model,
-            "choices": choices,
-            "usage": usage_block(decisions, name),
-        }
-    )
+    payload = {
+        "id": rid,
+        "object": "chat.completion" if chat else "text_completion",
+        "created": now(),
+        "model": req.model or route.model or default.model,
+        "choices": choices,
+        "usage": usage_block(decisions, run.name, run.temperature),
+    }
+    return JSONResponse(payload, headers=headers)
 
 
-def _account(st: Any, strategy: str, decisions: list[Decision]) -> None:
-    st.metrics.decisions[strategy] += len(decisions)
-    for d in decisions:
-        st.metrics.upstream(d.usage)
+@dataclass
+class _Run:
+    """The decisions of one request: ``n`` per query, each through its own billing tally."""
+
+    request: Request
+    strategy: Strategy
+    queries: list[Query]
+    route: Route
+    n: int
+    seed: int | None
+    name: str
+    temperature: float
+
+    async def _start(
+        self, backend: Any, progressed: asyncio.Event | None
+    ) -> tuple[list[asyncio.Task[Decision]], list[DecisionTally]]:
+        st = self.request.app.state
+        bill, _ = _billers(self.request)
+        answers = st.answers if progressed is not None else None
+        on_progress = progressed.set if progressed is not None else None
+        tallies = [
+            DecisionTally(backend, bill, answers, on_progress) for _ in range(len(self.queries) * self.n)
+        ]
+        tasks = await run_decisions(
+            self.strategy,
+            self.queries,
+            tallies,
+            self.n,
+            self.route.budget_tokens,
+            self.seed,
+            _remaining(self.request),
+            st.config.max_samples,
+        )
+        return tasks, tallies
+
+    def _account(self, decisions: list[Decision], tallies: list[DecisionTally]) -> None:
+        self.request.app.state.metrics.decisions[self.name] += len(decisions)
+        for d, t in zip(decisions, tallies):
+            t.settle(d)
+
+    async def complete(self) -> list[Decision] | None:
+        """Every decision, or None (all cancelled) when the client disconnected first."""
+        st = self.request.app.state
+        async with st.backends.lease(self.route.model) as backend:
+            tasks, tallies = await self._start(backend, None)
+            results = await _unless_disconnected(self.request, tasks)
+        if results is None:
+            st.metrics.disconnects += 1
+            return None
+        for r in results:
+            if isinstance(r, BaseException):
+                if isinstance(r, asyncio.CancelledError):
+                    raise r
+                err = from_backend_error(r)
+                st.metrics.upstream_errors[err.status] += 1
+                raise err
+        decisions: list[Decision] = list(results)
+        self._account(decisions, tallies)
+        return decisions
+
+    async def stream(
+        self, *, chat: bool, rid: str, model: str, include_usage: bool, logprobs: int | None
+    ) -> AsyncIterator[bytes]:
+        """The SSE body; the backend is held until the stream ends."""
+        st = self.request.app.state
+        progressed = asyncio.Event()
+        async with st.backends.lease(self.route.model) as backend:
+            tasks, tallies = await self._start(backend, progressed)
+            events = stream_decisions(
+                tasks,
+                tallies,
+                progressed,
+                chat=chat,
+                rid=rid,
+                created=now(),
+                model=model,
+                strategy=self.name,
+                include_usage=include_usage,
+                on_done=lambda ds: self._account(ds, tallies),
+                temperature=self.temperature,
+                logprobs=logprobs,
+                keepalive_s=getattr(st.config, "stream_keepalive_s", 5.0),
+            )
+            try:
+                async for chunk in events:
+                    yield chunk
+            except (asyncio.CancelledError, GeneratorExit):
+                st.metrics.disconnects += 1
+                raise
+            finally:
+                await events.aclose()
+
+
+def _logprobs(d: Decision, k: int | None, chat: bool) -> dict[str, Any] | None:
+    if k is None:
+        return None
+    tokens = chosen_tokens(d)
+    if tokens is None:
+        return None
+    return chat_logprobs(tokens, k) if chat else completion_logprobs(tokens, k)
+
+
+async def _unless_disconnected(request: Request, tasks: list[asyncio.Task[Decision]]) -> list[Any] | None:
+    """Every decision's result (or error); None, with every decision cancelled, if the client left."""
+    gathered = asyncio.gather(*tasks, return_exceptions=True)
+    watcher = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({gathered, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if gathered.done():
+        return gathered.result()
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return None
+
+
+async def _disconnected(request: Request) -> None:
+    """Return when the client closes the connection (after the body was read)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return

@@ -7,8 +7,12 @@ connections) can be injected.
 
 Tokenisation is by whitespace-ish words: a token is a run of non-space characters with its leading
 whitespace (``"The answer"`` -> ``["The", " answer"]``), so token counts are deterministic. A chat
-prompt costs one token per message (the role) plus the word tokens of every message's content;
-a completions prompt costs its word tokens.
+prompt costs one token per message (the role) plus the word tokens of every message's text parts
+and one token per other content part; a completions prompt costs its word tokens. Completion
+prompts may be a string, a list of strings, or token ids (a list of ints, or a list of such lists):
+each prompt of a list gets ``n`` choices. Like vLLM, the server answers ``GET /tokenizer_info``,
+``POST /tokenize`` and ``POST /detokenize`` at its root (token ids are numbered in order of first
+use), unless ``tokenizer=False``.
 
 >>> import httpx
 >>> with FakeOpenAIServer(answers={"42": 1.0}) as srv:
@@ -92,7 +96,11 @@ class FakeOpenAIServer:
         include_usage: put ``usage`` in responses. ``cached_tokens`` is reported as
             ``prompt_tokens_details.cached_tokens`` (capped at the prompt length).
         max_context: answer 400 ``context_length_exceeded`` when prompt + max_tokens exceed it.
-        record: keep ``(path, request, response)`` of every non-streamed answer in ``log``.
+        record: keep ``(path, request, response)`` of every non-streamed answer in ``log`` and
+            ``(path, request)`` of every completion request (streamed too) in ``received``.
+        fault_message: the ``error.message`` of injected 429/500/503 answers (e.g. a traceback with
+            a secret, to test that a proxy does not relay it).
+        tokenizer: serve the tokenizer endpoints.
     """
 
     def __init__(
@@ -116,6 +124,8 @@ class FakeOpenAIServer:
         cached_tokens: int = 0,
         max_context: int | None = None,
         record: bool = False,
+        fault_message: str | None = None,
+        tokenizer: bool = True,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
@@ -137,6 +147,10 @@ class FakeOpenAIServer:
         self.retry_after_s, self.hang_s = retry_after_s, hang_s
         self.api_key, self.include_usage = api_key, include_usage
         self.cached_tokens, self.max_context, self.record = cached_tokens, max_context, record
+        self.fault_message, self.tokenizer = fault_message, tokenizer
+        self.received: list[tuple[str, dict[str, Any]]] = []
+        self._vocab: dict[str, int] = {}
+        self._ids: list[str] = []
         self.host, self.port = host, port
         self.stats = FakeStats()
         self.log: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
@@ -222,6 +236,41 @@ class FakeOpenAIServer:
     def reset_stats(self) -> None:
         self.stats = FakeStats()
         self.log.clear()
+        self.received.clear()
+
+    # -- tokenizer --------------------------------------------------------------------------------
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text`` (new word tokens get the next id)."""
+        out = []
+        for tok in fake_tokenize(text):
+            i = self._vocab.get(tok)
+            if i is None:
+                i = self._vocab[tok] = len(self._ids)
+                self._ids.append(tok)
+            out.append(i)
+        return out
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return "".join(self._ids[i] if 0 <= i < len(self._ids) else f"<{i}>" for i in ids)
+
+    async def _tokenizer(self, method: str, path: str, raw: bytes, writer: asyncio.StreamWriter) -> None:
+        if method == "GET" and path == "/tokenizer_info":
+            await self._send(writer, 200, {"eos_token": "</s>", "bos_token": None, "pad_token": None,
+                                           "model_max_length": self.max_context or 8192,
+                                           "tokenizer_class": "FakeWordTokenizer"})
+            return
+        try:
+            body = json.loads(raw)
+            if path == "/tokenize":
+                text = body["prompt"] if "prompt" in body else "".join(
+                    str(m.get("content") or "") for m in body["messages"])
+                ids = self.encode(text)
+                await self._send(writer, 200, {"tokens": ids, "count": len(ids),
+                                               "max_model_len": self.max_context or 8192})
+            else:
+                await self._send(writer, 200, {"prompt": self.decode([int(i) for i in body["tokens"]])})
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            await self._send(writer, 400, _error(f"Invalid tokenizer request: {e!r}", "invalid_request_error", None))
 
     # -- HTTP -----------------------------------------------------------------------------------
     async def _serve_conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -278,6 +327,9 @@ class FakeOpenAIServer:
             await self._send(writer, 401, _error("Incorrect API key provided.", "invalid_request_error",
                                                  "invalid_api_key"))
             return True
+        if self.tokenizer and (method, path) in _TOKENIZER_ROUTES:
+            await self._tokenizer(method, path, raw, writer)
+            return True
         if method == "GET" and path == "/v1/models":
             await self._send(writer, 200, {"object": "list", "data": [
                 {"id": self.model, "object": "model", "created": 0, "owned_by": "thinktwice"}]})
@@ -292,6 +344,8 @@ class FakeOpenAIServer:
         except ValueError as e:
             await self._send(writer, 400, _error(f"Invalid JSON body: {e}", "invalid_request_error", None))
             return True
+        if self.record:
+            self.received.append((path, body))
         fault = self._draw_fault()
         if fault is not None:
             st.faults[fault] = st.faults.get(fault, 0) + 1
@@ -313,12 +367,12 @@ class FakeOpenAIServer:
     async def _fault(self, kind: str, writer: asyncio.StreamWriter) -> bool:
         retry = {"Retry-After": f"{self.retry_after_s:g}"} if self.retry_after_s is not None else {}
         if kind == "429":
-            await self._send(writer, 429, _error("Rate limit reached.", "rate_limit_error", "rate_limit_exceeded"),
-                             retry)
+            await self._send(writer, 429, _error(self.fault_message or "Rate limit reached.", "rate_limit_error",
+                                                 "rate_limit_exceeded"), retry)
             return True
         if kind in ("500", "503"):
-            await self._send(writer, int(kind), _error("The server had an error.", "server_error", None),
-                             retry if kind == "503" else None)
+            await self._send(writer, int(kind), _error(self.fault_message or "The server had an error.",
+                                                       "server_error", None), retry if kind == "503" else None)
             return True
         if kind == "timeout":
             assert self._stopping is not None
@@ -352,6 +406,25 @@ class FakeOpenAIServer:
             texts.append(f"Let me think. {words.capitalize()}. The answer is {rng.choices(keys, weights)[0]}.")
         return texts
 
+    def _prompts(self, body: Mapping[str, Any]) -> list[str]:
+        """The completion prompts of ``body`` as text (token ids decoded)."""
+        prompt = body.get("prompt")
+        if isinstance(prompt, str):
+            return [prompt]
+        if isinstance(prompt, list) and prompt and all(isinstance(t, int) for t in prompt):
+            return [self.decode(prompt)]
+        if isinstance(prompt, list) and prompt:
+            out = []
+            for p in prompt:
+                if isinstance(p, str):
+                    out.append(p)
+                elif isinstance(p, list) and all(isinstance(t, int) for t in p):
+                    out.append(self.decode(p))
+                else:
+                    raise _BadRequest("each prompt must be a string or a list of token ids")
+            return out
+        raise _BadRequest("'prompt' must be a string, a list of strings or token ids")
+
     def _rng_key(self, body: Mapping[str, Any], i: int, req_no: int) -> str:
         seed = body.get("seed")
         return f"s{seed}/{i}" if isinstance(seed, int) else f"r{self.seed}/{req_no}/{i}"
@@ -363,7 +436,9 @@ class FakeOpenAIServer:
         if n < 1:
             raise _BadRequest("n must be >= 1")
         n_out = min(n, self.max_n) if self.max_n else n
-        prompt_tokens = _prompt_tokens(body, chat)
+        texts = None if chat else self._prompts(body)
+        prompts = 1 if texts is None else len(texts)
+        prompt_tokens = _prompt_tokens(body) if texts is None else sum(len(fake_tokenize(p)) for p in texts)
         max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
         max_tokens = 16 if (max_tokens is None and not chat) else max_tokens
         if self.max_context is not None and prompt_tokens + (max_tokens or 0) > self.max_context:
@@ -378,7 +453,7 @@ class FakeOpenAIServer:
         else:
             k = int(body["logprobs"]) if body.get("logprobs") is not None else -1
         choices = []
-        for i, text in enumerate(self._texts(body, n_out, req_no)):
+        for i, text in enumerate(self._texts(body, n_out * prompts, req_no)):
             finish = "stop"
             for s in stops:
                 cut = text.find(s)
@@ -478,18 +553,21 @@ def _error(message: str, type_: str, code: str | None) -> dict[str, Any]:
     return {"error": {"message": message, "type": type_, "param": None, "code": code}}
 
 
-def _prompt_tokens(body: Mapping[str, Any], chat: bool) -> int:
-    if chat:
-        msgs = body.get("messages")
-        if not isinstance(msgs, list) or not msgs:
-            raise _BadRequest("'messages' must be a non-empty list")
-        return sum(1 + len(fake_tokenize(str(m.get("content") or ""))) for m in msgs if isinstance(m, dict))
-    prompt = body.get("prompt")
-    if isinstance(prompt, list):
-        prompt = "".join(str(p) for p in prompt)
-    if not isinstance(prompt, str):
-        raise _BadRequest("'prompt' must be a string")
-    return len(fake_tokenize(prompt))
+def _prompt_tokens(body: Mapping[str, Any]) -> int:
+    msgs = body.get("messages")
+    if not isinstance(msgs, list) or not msgs:
+        raise _BadRequest("'messages' must be a non-empty list")
+    return sum(1 + _content_tokens(m.get("content")) for m in msgs if isinstance(m, dict))
+
+
+def _content_tokens(content: Any) -> int:
+    if isinstance(content, list):  # content parts: text parts by their words, any other part one token
+        return sum(len(fake_tokenize(str(p.get("text") or ""))) if p.get("type") == "text" else 1
+                   for p in content if isinstance(p, dict))
+    return len(fake_tokenize(str(content or "")))
+
+
+_TOKENIZER_ROUTES = {("GET", "/tokenizer_info"), ("POST", "/tokenize"), ("POST", "/detokenize")}
 
 
 def _logprobs(toks: list[str], rng: random.Random, k: int) -> list[dict[str, Any]]:
