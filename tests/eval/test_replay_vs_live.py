@@ -162,6 +162,8 @@ CASES: dict[str, tuple[CurveSpec, Live]] = {
     "sc-batch3": (CurveSpec("sc", batch=3), lambda k, w: SelfConsistency(n=k, batch=3)),
     "weighted-path-prob": (CurveSpec("weighted-sc", "path-prob", batch=4),
                            lambda k, w: WeightedVote(signal="path-prob", n=k, batch=4)),
+    "weighted-mean-logprob": (CurveSpec("weighted-sc", "mean-logprob"),  # negative: exp(s - max) per problem
+                              lambda k, w: WeightedVote(signal="mean-logprob", n=k)),
     "weighted-stored": (CurveSpec("weighted-sc", "stored"), lambda k, w: WeightedVote(signal=Stored(w.stored), n=k)),
     "weighted-deepconf": (CurveSpec("weighted-sc", "deepconf-lowest"),
                           lambda k, w: WeightedVote(signal=DeepConfLowest(window=w.window), n=k)),

@@ -244,18 +244,26 @@ def beta_stop_table(n: int) -> np.ndarray:
 
 
 def _weights(pool: PoolData, name: str) -> np.ndarray:
-    """The (P, N) float scores of signal ``name`` as vote weights: NaN stays NaN (no score);
-    negative or infinite scores are refused."""
-    s = pool.score(name)
-    fin = s[np.isfinite(s)]
-    if np.any(fin < 0):
-        raise ConfigError(
-            f"signal {name!r} has negative scores; vote weights must be non-negative "
-            "(use e.g. path-prob instead of mean-logprob)"
-        )
-    if np.any(np.isinf(s)):
+    """The (P, N) float scores of signal ``name`` as vote weights, as the live weighted vote makes them
+    (``strategies/scoring.weights_from_scores``): a problem whose scores are all >= 0 keeps them; one
+    with a negative score reads them as log-scale, ``exp(s - max s)`` (mean logprobs become path
+    probabilities up to a common factor, which no vote can tell apart). NaN stays NaN (no score),
+    -inf is no score either; +inf is refused."""
+    s = np.array(pool.score(name), dtype=np.float64)
+    if np.any(np.isposinf(s)):
         raise ConfigError(f"signal {name!r} has infinite scores, which cannot weigh a replayed vote")
-    return np.asarray(s, dtype=np.float64)
+    s[np.isneginf(s)] = np.nan
+    with np.errstate(invalid="ignore"):
+        neg = np.any(s < 0, axis=1)
+    if neg.any():
+        rows = s[neg]
+        # math.exp, as the live rule: numpy's exp rounds some arguments (e.g. -5.55e-17) to the other
+        # neighbour, and exact tallies would then tell apart weights the live vote sees as equal
+        s[neg] = _EXP(rows - np.nanmax(rows, axis=1, keepdims=True))
+    return s
+
+
+_EXP = np.vectorize(lambda x: math.exp(x) if math.isfinite(x) else math.nan, otypes=[np.float64])
 
 
 def exact_limbs(w: np.ndarray, n: int) -> tuple[np.ndarray, int]:
