@@ -1,9 +1,10 @@
 """Step-level critique: the model names the earliest wrong step of a solution (or says none).
 
-The protocol is ProcessBench's (Zheng et al., arXiv 2412.06559; METHODS §8.3): steps are shown
-numbered from 0 and the critic must name the earliest erroneous step, or -1 when every step is
-right. The same verdicts give a process-level score usable as a value function by tree search:
-the share of steps before the first error (1.0 when none is found). One extra call per candidate
+The protocol follows ProcessBench's (Zheng et al., arXiv 2412.06559; METHODS §8.3) with our own
+prompt (the released template is eval/processbench.py's default): steps are shown numbered from 0
+and the critic must name the earliest erroneous step, or -1 when every step is right. The same
+verdicts give a process-level score usable as a value function by tree search: the share of steps
+before the first error (1.0 when none is found). One extra call per candidate
 (stage ``step-critic``), prompt ≈ P + L, at most ``max_tokens`` generated.
 
 The verdict parser accepts what real models write: a final ``\\boxed{k}``, "Earliest error: Step k",
