@@ -12,6 +12,7 @@ ThinktwiceError
     ├── RateLimited          429 after retries
     ├── AuthenticationError  401/403: the key was rejected
     ├── ContextLengthExceeded
+    ├── UpstreamProtocolError  a 200 answer that is not a well-formed completion
     └── ScriptExhausted      the scripted test backend has no reply left for a prompt
 ```
 """
@@ -30,6 +31,7 @@ __all__ = [
     "RateLimited",
     "AuthenticationError",
     "ContextLengthExceeded",
+    "UpstreamProtocolError",
     "ScriptExhausted",
 ]
 
@@ -96,6 +98,11 @@ class AuthenticationError(BackendError):
 
 class ContextLengthExceeded(BackendError):
     """The prompt plus max_tokens does not fit the model's context."""
+
+
+class UpstreamProtocolError(BackendError):
+    """The server answered 200 with a body that is not a well-formed completion (invalid JSON, a
+    field of the wrong type, negative usage, ...); raised after the retries the policy allows."""
 
 
 class ScriptExhausted(BackendError):

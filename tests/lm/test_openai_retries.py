@@ -35,7 +35,7 @@ async def test_429_retry_after_is_honoured() -> None:
                                          ("truncate", "invalid-body"), ("disconnect", "connection")])
 async def test_transient_faults_are_retried(fault: str, cause: str) -> None:
     with FakeOpenAIServer(fault_script=[fault, fault]) as srv:
-        async with OpenAIBackend(srv.url, **FAST) as lm:
+        async with OpenAIBackend(srv.url, timeout_retries=2, **FAST) as lm:  # timeouts are resent only if asked
             samples = await lm.sample(Q, SamplingParams(), n=2)
         assert srv.stats.faults == {fault: 2} and srv.stats.completed == 1
     assert len(samples) == 2 and lm.stats["retries"] == {cause: 2} and lm.stats["requests"] == 3
@@ -45,7 +45,7 @@ async def test_transient_faults_are_retried(fault: str, cause: str) -> None:
                                               ("timeout", BackendUnavailable, None)])
 async def test_giving_up_raises_the_matching_error(fault: str, exc: type[BackendError], status: int | None) -> None:
     with FakeOpenAIServer(fault_rate=1.0, faults=(fault,), retry_after_s=0.001) as srv:
-        async with OpenAIBackend(srv.url, model="m", max_retries=2, **FAST) as lm:
+        async with OpenAIBackend(srv.url, model="m", max_retries=2, timeout_retries=5, **FAST) as lm:
             with pytest.raises(exc, match="gave up after 3 attempts") as ei:
                 await lm.sample(Q, SamplingParams())
         assert srv.stats.requests == 3
