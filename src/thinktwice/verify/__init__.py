@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
-from thinktwice.verify.sandbox import SandboxConfig, SandboxResult, run_sandboxed
+from thinktwice.verify.bwrap import BwrapSupport, bwrap_support
+from thinktwice.verify.sandbox import ISOLATIONS, SandboxConfig, SandboxResult, run_sandboxed
 
-__all__ = ["SandboxConfig", "SandboxResult", "run_sandboxed"]
+__all__ = ["ISOLATIONS", "BwrapSupport", "SandboxConfig", "SandboxResult", "bwrap_support", "run_sandboxed"]
