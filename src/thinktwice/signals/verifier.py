@@ -13,17 +13,21 @@ the Meter's bill; their own cost is wall time.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from thinktwice.errors import BackendError, BackendUnavailable, ConfigError
 from thinktwice.lm.meter import Meter
 from thinktwice.tasks.base import Query
 from thinktwice.types import Candidate
+
+if TYPE_CHECKING:
+    from thinktwice.verify.sandbox import Isolation, SandboxConfig
 
 __all__ = ["CodeExecutionSignal", "RewardModelConfig", "RewardModelSignal"]
 
@@ -34,17 +38,22 @@ class CodeExecutionSignal:
     """1.0 if the candidate's code passes the problem's tests in the sandbox, 0.0 otherwise.
 
     Identical programs run once. Sandboxes run in worker threads, ``max_parallel`` at a time,
-    so the event loop is never blocked. A problem without tests is a ConfigError.
+    so the event loop is never blocked. A problem without tests is a ConfigError. ``isolation`` is
+    the sandbox's ("bwrap" or "weak"); None follows the task's ``sandbox`` option (so ``-T
+    sandbox=weak`` weakens both grading and this signal), else "bwrap".
     """
 
     name = "code-exec"
     requires: frozenset[str] = frozenset({"gold"})
     needs_model = False
 
-    def __init__(self, timeout_s: float = 10.0, memory_mb: int = 1024, max_parallel: int | None = None) -> None:
+    def __init__(self, timeout_s: float = 10.0, memory_mb: int = 1024, max_parallel: int | None = None,
+                 isolation: str | None = None) -> None:
         from thinktwice.verify.sandbox import SandboxConfig
 
-        self.sandbox = SandboxConfig(timeout_s=timeout_s, memory_mb=memory_mb)
+        self.isolation = isolation
+        chosen = cast("Isolation", isolation or "bwrap")  # SandboxConfig rejects other names
+        self.sandbox = SandboxConfig(timeout_s=timeout_s, memory_mb=memory_mb, isolation=chosen)
         self.max_parallel = max_parallel or max(1, os.cpu_count() or 1)
         if self.max_parallel < 1:
             raise ConfigError(f"max_parallel must be >= 1, got {max_parallel}")
@@ -59,6 +68,15 @@ class CodeExecutionSignal:
             return None
         return build_program(code, query.problem)
 
+    def config_for(self, query: Query) -> SandboxConfig:
+        """The sandbox for ``query``: this signal's isolation, else the task's, else bwrap."""
+        task_isolation = getattr(query.answers, "sandbox", None)
+        if self.isolation is not None or not isinstance(task_isolation, str):
+            return self.sandbox
+        if task_isolation == self.sandbox.isolation:
+            return self.sandbox
+        return dataclasses.replace(self.sandbox, isolation=cast("Isolation", task_isolation))
+
     async def score(self, query: Query, candidates: Sequence[Candidate], lm: Meter) -> list[float]:
         from thinktwice.verify.sandbox import run_sandboxed
 
@@ -68,13 +86,14 @@ class CodeExecutionSignal:
                 f"signal 'code-exec' needs tests: problem {query.problem.id!r} has no 'test'/'entry_point' "
                 "(use a code task such as humaneval)"
             )
+        config = self.config_for(query)
         programs = [self._program(query, c) for c in candidates]
         distinct = sorted({p for p in programs if p is not None})
         gate = asyncio.Semaphore(self.max_parallel)
 
         async def run(program: str) -> float:
             async with gate:
-                res = await asyncio.to_thread(run_sandboxed, program, config=self.sandbox)
+                res = await asyncio.to_thread(run_sandboxed, program, config=config)
             log.debug("code-exec %s: %s in %.2fs", query.problem.id, res.status, res.seconds)
             return 1.0 if res.passed else 0.0
 

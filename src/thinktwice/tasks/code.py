@@ -12,7 +12,7 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from thinktwice.errors import ConfigError
 from thinktwice.tasks.datadir import hub_rows, load_rows
@@ -20,7 +20,7 @@ from thinktwice.tasks.extract import code_block
 from thinktwice.tasks.options import create_task
 from thinktwice.tasks.prompts import CODE_TEMPLATE, chat_prompt
 from thinktwice.types import Problem, Prompt, SamplingParams
-from thinktwice.verify.sandbox import SandboxConfig, SandboxResult, run_sandboxed
+from thinktwice.verify.sandbox import Isolation, SandboxConfig, SandboxResult, run_sandboxed
 
 __all__ = ["HumanEvalTask", "build_program", "pass_at_k"]
 
@@ -61,7 +61,9 @@ def build_program(answer: str, problem: Problem) -> str:
 class HumanEvalTask:
     """HumanEval's 164 problems, graded by execution in the sandbox.
 
-    ``timeout_s`` and ``memory_mb`` bound each test run.
+    ``timeout_s`` and ``memory_mb`` bound each test run. ``sandbox`` is the isolation: "bwrap"
+    (bubblewrap; grading raises CapabilityError where it cannot start) or "weak" (an explicit
+    opt-in, ``-T sandbox=weak``, that the task version records).
     """
 
     name: ClassVar[str] = "humaneval"
@@ -75,11 +77,17 @@ class HumanEvalTask:
     memory_mb: int = 1024
     shots: int = 0
     seed: int = 0
+    sandbox: str = "bwrap"
 
     def __post_init__(self) -> None:
         if self.shots:
             raise ConfigError("humaneval has no train split, so it supports only shots=0")
-        SandboxConfig(timeout_s=self.timeout_s, memory_mb=self.memory_mb)  # validates
+        self.sandbox_config()  # validates
+
+    def sandbox_config(self) -> SandboxConfig:
+        """The limits and isolation every test run of this task gets (a ConfigError names a bad one)."""
+        isolation = cast(Isolation, self.sandbox)  # SandboxConfig rejects anything but bwrap/weak
+        return SandboxConfig(timeout_s=self.timeout_s, memory_mb=self.memory_mb, isolation=isolation)
 
     @classmethod
     def create(cls, **options: Any) -> HumanEvalTask:
@@ -88,7 +96,8 @@ class HumanEvalTask:
 
     @property
     def version(self) -> str:
-        return f"humaneval-{self.prompt_version}-{self.grader_version}"
+        weak = "-weak-sandbox" if self.sandbox == "weak" else ""  # graded without bubblewrap
+        return f"humaneval-{self.prompt_version}-{self.grader_version}{weak}"
 
     def load(self, split: str = "test", limit: int | None = None) -> Sequence[Problem]:
         if split != "test":
@@ -129,10 +138,7 @@ class HumanEvalTask:
 
     def run_tests(self, answer: str, problem: Problem) -> SandboxResult:
         """Run ``answer`` against the problem's tests in the sandbox (blocking)."""
-        return run_sandboxed(
-            build_program(answer, problem),
-            config=SandboxConfig(timeout_s=self.timeout_s, memory_mb=self.memory_mb),
-        )
+        return run_sandboxed(build_program(answer, problem), config=self.sandbox_config())
 
     def grade(self, answer: str | None, problem: Problem) -> bool:
         if answer is None or not answer.strip():
