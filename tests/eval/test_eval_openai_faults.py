@@ -14,8 +14,9 @@ async def test_eval_survives_injected_faults(tmp_path):
     problems = task.load("test", limit=20)
     with FakeOpenAIServer(answers={"18": 0.5, "3": 0.5}, fault_rate=0.2,
                           faults=("429", "500", "timeout", "truncate"), hang_s=5.0, seed=1) as srv:
-        backend = OpenAIBackend(srv.url, model="fake", timeout_s=0.5, max_retries=4, backoff_base_s=0.01,
-                                backoff_max_s=0.05, max_concurrency=8, seed=0)
+        # the fake server hangs without generating: resending a timed-out request is safe here (timeout_retries)
+        backend = OpenAIBackend(srv.url, model="fake", timeout_s=0.5, max_retries=4, timeout_retries=4,
+                                backoff_base_s=0.01, backoff_max_s=0.05, max_concurrency=8, seed=0)
         with RunStore(tmp_path / "r.db") as st:
             rid = st.create_run(kind="eval", config={})
             st.put_problems(rid, problems)
