@@ -274,9 +274,9 @@ def _child_pid(info_r: int) -> int | None:
     return pid if isinstance(pid, int) and pid > 1 else None
 
 
-def _stop_jail(proc: subprocess.Popen[bytes], info_r: int) -> int:
-    """Kill the jail's init (the kernel then kills its whole pid namespace before bwrap exits), then
-    the outer bwrap if it does not follow; returns the exit status."""
+def _stop_jail(proc: subprocess.Popen[bytes], info_r: int) -> tuple[int, bool]:
+    """Kill the jail's init (the kernel then kills its whole pid namespace before bwrap exits), else
+    the outer bwrap; returns the exit status and whether the namespace is known to be empty."""
     init = _child_pid(info_r)
     if init is not None:
         try:
@@ -284,14 +284,14 @@ def _stop_jail(proc: subprocess.Popen[bytes], info_r: int) -> int:
         except (ProcessLookupError, PermissionError):
             pass
         try:
-            return proc.wait(timeout=5)
+            return proc.wait(timeout=5), True
         except subprocess.TimeoutExpired:
             pass
     try:
-        os.killpg(proc.pid, signal.SIGKILL)
+        os.killpg(proc.pid, signal.SIGKILL)  # init then dies of --die-with-parent, a little later
     except (ProcessLookupError, PermissionError):
         pass
-    return proc.wait()
+    return proc.wait(), False
 
 
 def _run_bwrap(code: str, cfg: SandboxConfig, outer: Path) -> SandboxResult:
@@ -307,6 +307,7 @@ def _run_bwrap(code: str, cfg: SandboxConfig, outer: Path) -> SandboxResult:
     cg = create_run_cgroup(mem, cfg.max_procs + _BWRAP_TASKS)
     info_r, info_w = os.pipe()
     t0 = time.monotonic()
+    empty = False  # whether the jail's pid namespace is known to be gone
     try:
         argv = bwrap_argv(support.executable, mode, python, files=fds, tmpfs_bytes=mem, info_fd=info_w)
         argv += [python, "-I", "-S", "-B", "main.py"]
@@ -326,6 +327,8 @@ def _run_bwrap(code: str, cfg: SandboxConfig, outer: Path) -> SandboxResult:
             for fd in (info_w, *fds.values()):
                 os.close(fd)
             info_w, fds = -1, {}
+            # bwrap exits only after its init, and init only once every process of its pid
+            # namespace is gone: a jail that ended by itself left nothing behind
             try:
                 rc = _wait(proc, cfg.timeout_s)
             except BaseException:  # interrupted: take the jail down before unwinding
@@ -333,12 +336,14 @@ def _run_bwrap(code: str, cfg: SandboxConfig, outer: Path) -> SandboxResult:
                 raise
             timed_out = rc is None
             if rc is None:
-                rc = _stop_jail(proc, info_r)
+                rc, empty = _stop_jail(proc, info_r)
+            else:
+                empty = True
         oom = cg is not None and cg.oom_kills() > 0
     finally:
         if cg is not None:
             cg.close()
-        elif uid is not None:
+        elif uid is not None and not empty:
             kill_uid(uid)
         for fd in (info_r, info_w, *fds.values()):
             if fd >= 0:
