@@ -18,7 +18,7 @@ from thinktwice.signals.verifier import CodeExecutionSignal
 from thinktwice.tasks.base import Query
 from thinktwice.tasks.code import HumanEvalTask
 from thinktwice.types import Candidate, Problem, Sample
-from thinktwice.verify import BwrapSupport, SandboxConfig, run_sandboxed
+from thinktwice.verify import BwrapSupport, SandboxConfig, check_isolation, run_sandboxed
 from thinktwice.verify import bwrap as bwrap_mod
 from thinktwice.verify import sandbox as sandbox_mod
 from thinktwice.verify.cgroup import _locate
@@ -61,6 +61,18 @@ def test_grading_without_bwrap_stops_instead_of_scoring_wrong() -> None:
         HumanEvalTask().grade(GOOD, TOY)
     weak = tasks.create("humaneval", sandbox="weak")  # what -T sandbox=weak builds
     assert weak.grade(GOOD, TOY) and weak.run_tests(GOOD, TOY).isolation == "weak"
+
+
+@pytest.mark.usefixtures("no_bwrap")
+def test_loading_the_task_without_bwrap_refuses_before_any_sampling(tmp_path: Path) -> None:
+    data = tmp_path / "he.jsonl"
+    data.write_text('{"task_id": "t/0", "prompt": "def f():\\n", "entry_point": "f", "test": "pass"}\n')
+    with pytest.raises(CapabilityError, match="bubblewrap"):
+        HumanEvalTask(path=data).load()
+    assert [p.id for p in HumanEvalTask(path=data, sandbox="weak").load()] == ["t/0"]
+    check_isolation(SandboxConfig(isolation="weak"))  # nothing to check
+    with pytest.raises(CapabilityError):
+        check_isolation(SandboxConfig())
 
 
 def test_task_records_the_isolation_in_its_version() -> None:

@@ -20,7 +20,13 @@ from thinktwice.tasks.extract import code_block
 from thinktwice.tasks.options import create_task
 from thinktwice.tasks.prompts import CODE_TEMPLATE, chat_prompt
 from thinktwice.types import Problem, Prompt, SamplingParams
-from thinktwice.verify.sandbox import Isolation, SandboxConfig, SandboxResult, run_sandboxed
+from thinktwice.verify.sandbox import (
+    Isolation,
+    SandboxConfig,
+    SandboxResult,
+    check_isolation,
+    run_sandboxed,
+)
 
 __all__ = ["HumanEvalTask", "build_program", "pass_at_k"]
 
@@ -62,8 +68,8 @@ class HumanEvalTask:
     """HumanEval's 164 problems, graded by execution in the sandbox.
 
     ``timeout_s`` and ``memory_mb`` bound each test run. ``sandbox`` is the isolation: "bwrap"
-    (bubblewrap; grading raises CapabilityError where it cannot start) or "weak" (an explicit
-    opt-in, ``-T sandbox=weak``, that the task version records).
+    (bubblewrap; loading and grading raise CapabilityError where it cannot start) or "weak" (an
+    explicit opt-in, ``-T sandbox=weak``, that the task version records).
     """
 
     name: ClassVar[str] = "humaneval"
@@ -102,6 +108,7 @@ class HumanEvalTask:
     def load(self, split: str = "test", limit: int | None = None) -> Sequence[Problem]:
         if split != "test":
             raise ConfigError(f"humaneval has only the 'test' split, not {split!r}")
+        check_isolation(self.sandbox_config())  # refuse before anything is sampled, not at the first grade
         _, rows = load_rows(
             "humaneval/HumanEval.jsonl",
             data_dir=self.data_dir,

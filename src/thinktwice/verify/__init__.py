@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 from thinktwice.verify.bwrap import BwrapSupport, bwrap_support
-from thinktwice.verify.sandbox import ISOLATIONS, SandboxConfig, SandboxResult, run_sandboxed
+from thinktwice.verify.sandbox import (
+    ISOLATIONS,
+    SandboxConfig,
+    SandboxResult,
+    check_isolation,
+    run_sandboxed,
+)
 
-__all__ = ["ISOLATIONS", "BwrapSupport", "SandboxConfig", "SandboxResult", "bwrap_support", "run_sandboxed"]
+__all__ = ["ISOLATIONS", "BwrapSupport", "SandboxConfig", "SandboxResult", "bwrap_support", "check_isolation",
+           "run_sandboxed"]

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import BinaryIO, Literal, get_args
 
 from thinktwice.errors import CapabilityError, ConfigError
-from thinktwice.verify.bwrap import HOME_DIR, WORK_DIR, bwrap_argv, bwrap_support, data_fd
+from thinktwice.verify.bwrap import HOME_DIR, WORK_DIR, Mode, bwrap_argv, bwrap_support, data_fd
 from thinktwice.verify.cgroup import create_run_cgroup
 from thinktwice.verify.hostproc import (
     CLONE_NEWNET,
@@ -37,7 +37,8 @@ from thinktwice.verify.hostproc import (
     world_usable,
 )
 
-__all__ = ["ISOLATIONS", "Isolation", "SandboxConfig", "SandboxResult", "run_sandboxed"]
+__all__ = ["ISOLATIONS", "Isolation", "SandboxConfig", "SandboxResult", "check_isolation",
+           "run_sandboxed"]
 
 log = logging.getLogger(__name__)
 
@@ -294,12 +295,24 @@ def _stop_jail(proc: subprocess.Popen[bytes], info_r: int) -> tuple[int, bool]:
     return proc.wait(), False
 
 
-def _run_bwrap(code: str, cfg: SandboxConfig, outer: Path) -> SandboxResult:
+def check_isolation(config: SandboxConfig) -> None:
+    """Raise CapabilityError when ``config``'s isolation cannot run here (probed once), so that a
+    task can refuse before any sampling rather than at its first grade."""
+    if config.isolation == "bwrap":
+        _jail()
+
+
+def _jail() -> tuple[str, str, Mode]:
+    """(interpreter, bwrap executable, mode) for a bwrap run, or the CapabilityError saying why not."""
     python = os.path.realpath(sys.executable)
     support = bwrap_support(python)
     if not support.ok or support.executable is None or support.mode is None:
         raise CapabilityError(f"the code sandbox needs bubblewrap: {support.reason}; {_WEAK_HINT}")
-    mode = support.mode
+    return python, support.executable, support.mode
+
+
+def _run_bwrap(code: str, cfg: SandboxConfig, outer: Path) -> SandboxResult:
+    python, executable, mode = _jail()
     uid = fresh_uid() if os.geteuid() == 0 else None
     mem = cfg.memory_mb * 1024 * 1024
     guard = _GUARD.format(workdir=WORK_DIR, drop_uid=uid if mode == "privileged" else None)
@@ -309,7 +322,7 @@ def _run_bwrap(code: str, cfg: SandboxConfig, outer: Path) -> SandboxResult:
     t0 = time.monotonic()
     empty = False  # whether the jail's pid namespace is known to be gone
     try:
-        argv = bwrap_argv(support.executable, mode, python, files=fds, tmpfs_bytes=mem, info_fd=info_w)
+        argv = bwrap_argv(executable, mode, python, files=fds, tmpfs_bytes=mem, info_fd=info_w)
         argv += [python, "-I", "-S", "-B", "main.py"]
         pre = _preexec(cfg, nproc=_nproc(cfg, uid, _BWRAP_TASKS), uid=uid if mode == "userns" else None,
                        netns=False, cgroup_procs=cg.procs_files if cg else ())
