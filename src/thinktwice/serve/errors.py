@@ -40,18 +40,18 @@ UPSTREAM_MESSAGE_CHARS = 300
 # credentials and internal addresses (replaced).
 _TRACEBACK = re.compile(r"Traceback \(most recent call last\)|\bFile \"[^\"]+\", line \d+", re.IGNORECASE)
 _SECRETS = [
-    (re.compile(r"\b(?:sk|pk|rk|sess)-[A-Za-z0-9_\-]{6,}"), "[redacted]"),
-    (re.compile(r"\bBearer\s+[^\s,;\"']+", re.IGNORECASE), "Bearer [redacted]"),
-    (re.compile(r"\beyJ[\w-]{4,}\.[\w-]{4,}\.[\w-]+"), "[redacted]"),  # JWTs
-    (re.compile(r"\bAKIA[0-9A-Z]{16}\b"), "[redacted]"),
     (
         re.compile(
             r"\b((?:api[_-]?key|access[_-]?token|token|secret|password|passwd|authorization|auth)"
-            r"[\"']?\s*[=:]\s*)[\"']?[^\s,;\"'&}]+",
+            r"[\"']?\s*[=:]\s*)(?:Bearer\s+)?[\"']?[^\s,;\"'&}]+",
             re.IGNORECASE,
         ),
         r"\1[redacted]",
     ),
+    (re.compile(r"\b(?:sk|pk|rk|sess)-[A-Za-z0-9_\-]{6,}"), "[redacted]"),
+    (re.compile(r"\bBearer\s+[^\s,;\"']+", re.IGNORECASE), "Bearer [redacted]"),
+    (re.compile(r"\beyJ[\w-]{4,}\.[\w-]{4,}\.[\w-]+"), "[redacted]"),  # JWTs
+    (re.compile(r"\bAKIA[0-9A-Z]{16}\b"), "[redacted]"),
     (re.compile(r"\b[A-Fa-f0-9]{32,}\b"), "[redacted]"),
     (re.compile(r"\b[A-Za-z0-9+/_\-]{40,}={0,2}"), "[redacted]"),
     (re.compile(r"\b[a-z][a-z0-9+.\-]*://[^\s\"'<>]+", re.IGNORECASE), "[upstream]"),

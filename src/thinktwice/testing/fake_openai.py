@@ -43,7 +43,7 @@ __all__ = ["FAULT_KINDS", "FakeOpenAIServer", "FakeStats", "fake_tokenize"]
 
 logger = logging.getLogger(__name__)
 
-FAULT_KINDS = ("429", "500", "503", "timeout", "truncate", "disconnect")
+FAULT_KINDS = ("400", "429", "500", "503", "timeout", "truncate", "disconnect")
 _TOKEN_RE = re.compile(r"\s*\S+|\s+")
 _FILLER = ("first", "we", "add", "the", "numbers", "then", "check", "carry", "so", "next", "multiply",
            "both", "sides", "which", "gives", "a", "total", "of", "units", "and", "subtract", "once", "more")
@@ -89,16 +89,17 @@ class FakeOpenAIServer:
             choice; streaming sleeps between tokens).
         fault_rate / faults: probability that a request fails, and the kinds drawn from
             (:data:`FAULT_KINDS`). ``fault_script`` forces the faults of the first requests
-            in order (``None`` entries mean "no fault"). "timeout" hangs for ``hang_s`` (None:
-            until stop), "truncate" sends half of a 200 body and closes, "disconnect" closes
-            without answering. 429 and 503 carry ``Retry-After: retry_after_s``.
+            in order (``None`` entries mean "no fault"). "400" refuses the request, "timeout"
+            hangs for ``hang_s`` (None: until stop), "truncate" sends half of a 200 body and
+            closes, "disconnect" closes without answering. 429 and 503 carry
+            ``Retry-After: retry_after_s``.
         api_key: if set, require ``Authorization: Bearer <api_key>`` (401 otherwise).
         include_usage: put ``usage`` in responses. ``cached_tokens`` is reported as
             ``prompt_tokens_details.cached_tokens`` (capped at the prompt length).
         max_context: answer 400 ``context_length_exceeded`` when prompt + max_tokens exceed it.
         record: keep ``(path, request, response)`` of every non-streamed answer in ``log`` and
             ``(path, request)`` of every completion request (streamed too) in ``received``.
-        fault_message: the ``error.message`` of injected 429/500/503 answers (e.g. a traceback with
+        fault_message: the ``error.message`` of injected 400/429/500/503 answers (e.g. a traceback with
             a secret, to test that a proxy does not relay it).
         tokenizer: serve the tokenizer endpoints.
     """
@@ -366,6 +367,10 @@ class FakeOpenAIServer:
 
     async def _fault(self, kind: str, writer: asyncio.StreamWriter) -> bool:
         retry = {"Retry-After": f"{self.retry_after_s:g}"} if self.retry_after_s is not None else {}
+        if kind == "400":
+            await self._send(writer, 400, _error(self.fault_message or "Bad request.", "invalid_request_error",
+                                                 None))
+            return True
         if kind == "429":
             await self._send(writer, 429, _error(self.fault_message or "Rate limit reached.", "rate_limit_error",
                                                  "rate_limit_exceeded"), retry)
