@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from thinktwice.errors import CapabilityError, ConfigError
 from thinktwice.lm.meter import Meter
@@ -161,3 +163,21 @@ def test_exit_status_of_the_jail_is_read_as_the_program_s() -> None:
     assert classify(1, False, "Traceback ...", bwrap=True) == "failed"
     assert classify(139, False, "", bwrap=False) == "failed"  # a plain exit status outside bwrap
     assert classify(0, False, "", oom=True, bwrap=True) == "passed"
+
+
+@settings(deadline=None, max_examples=300)
+@given(rc=st.one_of(st.none(), st.integers(-64, 300)), timed_out=st.booleans(), oom=st.booleans(),
+       bwrap=st.booleans(), stderr=st.sampled_from(["", "bwrap: x", "MemoryError", "Traceback"]))
+def test_only_a_clean_exit_in_time_passes(rc: int | None, timed_out: bool, oom: bool, bwrap: bool,
+                                          stderr: str) -> None:
+    status = sandbox_mod._classify(rc, timed_out, stderr, oom=oom, bwrap=bwrap)
+    assert status in ("passed", "failed", "timeout", "memory", "error", "killed")
+    assert (status == "passed") == (rc == 0 and not timed_out)
+
+
+@settings(deadline=None, max_examples=200)
+@given(proc=st.text(alphabet=":/,0123456789abcmemorypids\n -", max_size=80),
+       mounts=st.text(alphabet=" -/0123456789cgroup2memorypidsrw,\n", max_size=160))
+def test_cgroup_lookup_never_raises_on_odd_tables(proc: str, mounts: str) -> None:
+    found = _locate(proc, mounts)
+    assert found is None or found.version in (1, 2)

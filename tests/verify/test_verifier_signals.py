@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,6 +21,10 @@ from thinktwice.signals.verifier import CodeExecutionSignal, RewardModelSignal
 from thinktwice.tasks.base import Query
 from thinktwice.tasks.code import HumanEvalTask
 from thinktwice.types import Candidate, Problem, Sample
+from thinktwice.verify import bwrap_support
+
+_SUPPORT = bwrap_support(os.path.realpath(sys.executable))
+needs_bwrap = pytest.mark.skipif(not _SUPPORT.ok, reason=f"bubblewrap cannot run here ({_SUPPORT.reason})")
 
 PROBLEM = Problem(
     id="toy/0",
@@ -40,6 +46,7 @@ def _meter() -> Meter:
     return Meter(ScriptedBackend(["unused"]))
 
 
+@needs_bwrap
 async def test_code_exec_scores_pass_and_fail() -> None:
     task = HumanEvalTask()
     query = Query.from_task(task, PROBLEM)
@@ -144,6 +151,7 @@ def test_reward_model_config_validation() -> None:
     assert math.isfinite(RewardModelSignal(url="http://x").config.timeout_s)
 
 
+@needs_bwrap
 async def test_code_exec_does_not_block_the_event_loop() -> None:
     import asyncio
 

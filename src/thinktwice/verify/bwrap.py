@@ -15,7 +15,7 @@ from typing import Literal
 
 from thinktwice.verify.hostproc import UID_BASE, world_usable
 
-__all__ = ["HOME_DIR", "WORK_DIR", "BwrapSupport", "bwrap_argv", "bwrap_support", "data_fd", "drop_to"]
+__all__ = ["HOME_DIR", "WORK_DIR", "BwrapSupport", "Mode", "bwrap_argv", "bwrap_support", "data_fd", "drop_to"]
 
 Mode = Literal["userns", "privileged"]
 """``userns``: bwrap runs as the run's uid (a throw-away one when we are root) and builds its
