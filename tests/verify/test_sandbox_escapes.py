@@ -250,7 +250,14 @@ def test_memory_limit_covers_the_whole_process_tree(jail: str) -> None:
     assert r.status == "memory", (r.status, r.stdout, r.stderr)
 
 
+def _run_cgroups() -> set[Path]:
+    parents = cgroup_mod.cgroup_parents()
+    dirs = parents.dirs.values() if parents is not None else ()
+    return {p for d in dirs for p in d.glob("thinktwice-sbx-*")}
+
+
 def test_jail_dies_with_its_parent(tmp_path: Path) -> None:
+    before = _run_cgroups()
     helper = subprocess.Popen(
         [sys.executable, "-c", "from thinktwice.verify import run_sandboxed\n"
          "run_sandboxed('import time\\ntime.sleep(60)', timeout_s=60)"],
@@ -267,6 +274,8 @@ def test_jail_dies_with_its_parent(tmp_path: Path) -> None:
         time.sleep(0.05)
     left = [p for p in tree if _alive(*p)]
     assert left == [], [Path(f"/proc/{p}/cmdline").read_bytes() for p, _ in left]
+    for d in _run_cgroups() - before:  # the killed helper could not remove its run's cgroup
+        d.rmdir()
 
 
 def _children() -> dict[int, list[int]]:
