@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,9 +14,13 @@ from thinktwice.registry import tasks
 from thinktwice.tasks import Task
 from thinktwice.tasks.code import HumanEvalTask, build_program, pass_at_k
 from thinktwice.types import Problem
+from thinktwice.verify import bwrap_support
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
 needs_data = pytest.mark.skipif(not (DATA / "humaneval" / "HumanEval.jsonl").exists(), reason="no datasets")
+_BWRAP = bwrap_support(os.path.realpath(sys.executable))
+needs_bwrap = pytest.mark.skipif(not _BWRAP.ok, reason=f"grading runs code under bubblewrap, which cannot run "
+                                 f"here ({_BWRAP.reason}); apt-get install bubblewrap")
 
 TOY = Problem(
     "toy/0",
@@ -30,6 +36,7 @@ def test_registered_and_protocol() -> None:
 
 
 @needs_data
+@needs_bwrap
 def test_load_real_file_and_canonical_solutions_pass() -> None:
     t = HumanEvalTask(data_dir=DATA)
     probs = t.load(limit=5)
@@ -47,6 +54,7 @@ def test_extract_prefers_the_function_block() -> None:
     assert t.extract("   ") is None
 
 
+@needs_bwrap
 def test_grade_full_function_and_body_only() -> None:
     t = HumanEvalTask(timeout_s=5)
     assert t.grade("def total(xs: List[int]) -> int:\n    return sum(xs)\n", TOY)  # imports added
