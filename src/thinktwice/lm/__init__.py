@@ -6,7 +6,7 @@ from typing import Any
 
 from thinktwice.lm.base import Backend, TokenMonitor, estimate_tokens
 from thinktwice.lm.meter import BudgetExhausted, Meter
-from thinktwice.registry import backends
+from thinktwice.registry import backends, check_options
 
 __all__ = ["Backend", "TokenMonitor", "Meter", "BudgetExhausted", "create", "estimate_tokens", "parse_spec"]
 
@@ -28,10 +28,12 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
 def create(spec: str = DEFAULT_BACKEND, /, **options: Any) -> Backend:
     """Build a backend from a spec such as ``"openai"``, ``"llamacpp:model.gguf"`` or ``"organism:DIR"``.
 
-    The part after the colon is passed as ``path=``.
+    The part after the colon is passed as ``path=``. Options are checked against the backend's
+    constructor first: an unknown name or a value of the wrong type is a ConfigError naming it.
     """
     name, arg = parse_spec(spec)
     factory = backends.get(name)
     if arg is not None:
         options = {"path": arg, **options}
+    check_options("backend", name, factory, options)
     return factory(**options)  # type: ignore[no-any-return]

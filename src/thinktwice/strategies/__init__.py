@@ -49,25 +49,17 @@ strategies.add("critique-correct", "thinktwice.strategies.critique_correct:Criti
 def create_strategy(spec: str, /, **options: object) -> Strategy:
     """Build a strategy from a spec such as ``"self-consistency"`` or ``"best-of-n:self-certainty"``.
 
-    The part after the colon is passed as ``signal=``. Unknown options raise ConfigError naming
-    the options the strategy accepts.
+    The part after the colon is passed as ``signal=``. Options are checked against the strategy's
+    fields first: an unknown name or a value of the wrong type is a ConfigError naming the option,
+    the type it needs and the options the strategy accepts.
     """
-    import dataclasses
-
-    from thinktwice.errors import ConfigError
+    from thinktwice.registry import check_options
 
     name, sep, arg = spec.partition(":")
     factory = strategies.get(name)
     if sep:
         options = {"signal": arg, **options}
-    if dataclasses.is_dataclass(factory):
-        accepted = {f.name for f in dataclasses.fields(factory) if f.init}
-        unknown = sorted(set(options) - accepted)
-        if unknown:
-            raise ConfigError(
-                f"strategy {name!r} has no option(s) {', '.join(unknown)}; "
-                f"its options are: {', '.join(sorted(accepted)) or 'none'}"
-            )
+    check_options("strategy", name, factory, options)
     return factory(**options)  # type: ignore[no-any-return]
 
 
