@@ -10,7 +10,6 @@ Nothing here imports ``ray``: the driver wraps the class with ``ray.remote``.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -25,14 +24,11 @@ _END = ("end",)
 
 
 def build_backend(spec: dict[str, Any], api_key: str | None, concurrency: int | None) -> Any:
-    """The backend of ``spec`` (the run config); a ``handler`` option "module:attr" is imported."""
+    """The backend of ``spec`` (the run config), built as in one process: a scripted ``handler`` named
+    "module:function" is resolved by the backend itself (:func:`thinktwice.lm.scripted.resolve_handler`)."""
     from thinktwice.cli.common import backend_from_options
 
     opts = dict(spec.get("backend_options") or {})
-    h = opts.get("handler")
-    if isinstance(h, str) and ":" in h:
-        mod, _, attr = h.partition(":")
-        opts["handler"] = getattr(importlib.import_module(mod), attr)
     return backend_from_options(spec["backend"], base_url=spec.get("base_url"), api_key=api_key,
                                 model=spec.get("model"), concurrency=concurrency, **opts)
 

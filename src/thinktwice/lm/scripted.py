@@ -17,17 +17,20 @@ can be computed by hand (see :func:`synthetic_stat`).
 from __future__ import annotations
 
 import asyncio
+import importlib
+import inspect
 import math
 import re
+import sys
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from thinktwice.errors import ScriptExhausted
+from thinktwice.errors import ConfigError, ScriptExhausted
 from thinktwice.lm.base import TokenMonitor
 from thinktwice.types import Capabilities, Prompt, Sample, SamplingParams, TokenStat, Usage
 
-__all__ = ["ScriptedBackend", "Reply", "synthetic_stat", "tokenize"]
+__all__ = ["ScriptedBackend", "Reply", "resolve_handler", "synthetic_stat", "tokenize"]
 
 _TOKEN_RE = re.compile(r"\s*\S+|\s+")
 
@@ -72,6 +75,59 @@ class Reply:
 ReplyLike = "Reply | str"
 Handler = Callable[[Prompt, SamplingParams, int], "Reply | str"]
 
+_TARGET_RE = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
+_HANDLER_FORM = "a function of your own taking (prompt, params, index) and returning a str or Reply"
+
+
+def resolve_handler(handler: Handler | str) -> Handler:
+    """The handler itself, or the one a ``"module:function"`` string names (how a run spec, the CLI's
+    ``-B handler=...`` and every Ray worker name it), imported.
+
+    A named handler must be a Python function defined in the module named (not re-exported into it),
+    outside the standard library, whose signature takes ``(prompt, params, index)``: ``os:system`` and
+    other builtins are refused before anything is imported.
+    """
+    if not isinstance(handler, str):
+        if not callable(handler):
+            raise ConfigError(f"handler must be {_HANDLER_FORM}, got {type(handler).__name__}")
+        _check_handler_signature(handler, repr(handler))
+        return handler
+    if not _TARGET_RE.fullmatch(handler):
+        raise ConfigError(f"handler {handler!r} is not of the form 'module:function' ({_HANDLER_FORM})")
+    module_name, _, attr = handler.partition(":")
+    top = module_name.partition(".")[0]
+    if top in sys.stdlib_module_names or top in sys.builtin_module_names:
+        raise ConfigError(f"handler {handler!r} is refused: {module_name!r} is a standard-library module; "
+                          f"a handler must be {_HANDLER_FORM}")
+    try:
+        obj: object = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ConfigError(f"handler {handler!r}: cannot import module {module_name!r} ({e})") from None
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ConfigError(f"handler {handler!r}: module {module_name!r} has no {attr!r}") from None
+    fn = getattr(obj, "__func__", obj)  # a bound or class method: check the function underneath
+    if not inspect.isfunction(fn):
+        raise ConfigError(f"handler {handler!r} is refused: it is a {type(obj).__name__}, not {_HANDLER_FORM}")
+    if fn.__module__ != module_name:
+        raise ConfigError(f"handler {handler!r} is refused: it is defined in {fn.__module__!r}, not in "
+                          f"{module_name!r}; name the module that defines it")
+    _check_handler_signature(obj, handler)  # type: ignore[arg-type]
+    return obj  # type: ignore[return-value]
+
+
+def _check_handler_signature(fn: Callable[..., object], label: str) -> None:
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):  # a callable object without a readable signature: trust the caller
+        return
+    try:
+        sig.bind(None, None, 0)
+    except TypeError:
+        raise ConfigError(f"handler {label} takes {sig}, not (prompt, params, index)") from None
+
 
 class ScriptedBackend:
     """Deterministic fake backend; records every call in ``calls`` as (prompt, params, n)."""
@@ -83,16 +139,23 @@ class ScriptedBackend:
         replies: Sequence[Reply | str] = (),
         *,
         rules: Mapping[str, Sequence[Reply | str]] | None = None,
-        handler: Handler | None = None,
+        handler: Handler | str | None = None,
         cycle: bool = False,
         latency: float = 0.0,
         vocab_size: int = 100,
         model: str = "scripted",
         capabilities: Capabilities | Mapping[str, object] | None = None,
     ) -> None:
+        from thinktwice.registry import check_options
+
         self.model = model
         if isinstance(capabilities, Mapping):  # from the CLI: -B capabilities='{"native_n": false}'
+            check_options("scripted backend", "capabilities", Capabilities, capabilities)
             capabilities = Capabilities(**capabilities)  # type: ignore[arg-type]
+        if vocab_size < 2:
+            raise ConfigError(f"vocab_size must be at least 2, got {vocab_size}")
+        if not latency >= 0 or math.isinf(latency):
+            raise ConfigError(f"latency must be a finite number of seconds >= 0, got {latency}")
         self.capabilities = capabilities or Capabilities(
             logprobs=True, top_logprobs=5, full_vocab=True, native_n=True, prefix_sharing=False,
             continuation=True, monitor=True,
@@ -100,7 +163,7 @@ class ScriptedBackend:
         self.vocab_size = vocab_size
         self.latency = latency
         self.cycle = cycle
-        self.handler = handler
+        self.handler = None if handler is None else resolve_handler(handler)
         self._default: deque[Reply | str] = deque(replies)
         self._default_all = list(replies)
         self._rules: dict[str, deque[Reply | str]] = {k: deque(v) for k, v in (rules or {}).items()}
@@ -115,6 +178,8 @@ class ScriptedBackend:
     def _next(self, prompt: Prompt, params: SamplingParams, index: int) -> Reply:
         if self.handler is not None:
             r = self.handler(prompt, params, index)
+            if not isinstance(r, (str, Reply)):
+                raise ConfigError(f"scripted handler returned a {type(r).__name__}, not a str or Reply")
             return Reply(r) if isinstance(r, str) else r
         text = prompt.text()
         for key, queue in self._rules.items():
