@@ -3,11 +3,13 @@
 Writes are idempotent on their keys ((run, problem, index) for samples, (run, problem) for
 decisions), so a killed run resumes with nothing lost or duplicated. A run being written is
 claimed by its process; a second process resuming the same run while the first is alive is
-refused. Token statistics are stored as zlib-compressed JSON.
+refused. Token statistics are stored as zlib-compressed JSON. Every SQLite failure (a damaged file,
+a locked one, a foreign one) is a StoreError naming the file, never a bare sqlite3 error.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
@@ -15,11 +17,11 @@ import sqlite3
 import subprocess
 import time
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from thinktwice.errors import StoreError
 from thinktwice.eval import migrations
@@ -33,6 +35,66 @@ FINAL_STATUSES = (DONE, WITH_FAILURES, FAILED)
 recorded in its events; ``--resume`` retries them) or ``failed`` (the run itself stopped)."""
 
 _EXPECTED_TABLES = {"runs", "problems", "samples", "decisions", "scores", "events"}
+
+P = ParamSpec("P")
+R = TypeVar("R")
+# what a damaged store raises: SQLite's own errors, and rows whose bytes no longer decode
+_DAMAGE = (sqlite3.DatabaseError, zlib.error, json.JSONDecodeError, UnicodeDecodeError)
+# what decoding a damaged row raises besides: a value of another type or shape than the schema's
+_ROW_DAMAGE = _DAMAGE + (ValueError, TypeError, KeyError, IndexError, AttributeError)
+_KINDS: dict[str, tuple[type, ...]] = {"s": (str,), "i": (int,), "f": (int, float), "b": (bytes,)}
+
+
+def _store_error(path: Path, e: BaseException) -> StoreError:
+    if isinstance(e, sqlite3.OperationalError) and "locked" in str(e):
+        return StoreError(f"{path}: the store is locked by another writer ({e})")
+    if isinstance(e, sqlite3.DatabaseError):
+        return StoreError(f"{path}: not a readable SQLite run store ({e}); it may be damaged; "
+                          "choose another --store path or restore a copy")
+    return StoreError(f"{path}: the run store holds a damaged record ({type(e).__name__}: {e})")
+
+
+def _guard(errors: tuple[type[BaseException], ...]) -> Callable[[Callable[Concatenate[RunStore, P], R]],
+                                                                 Callable[Concatenate[RunStore, P], R]]:
+    def deco(fn: Callable[Concatenate[RunStore, P], R]) -> Callable[Concatenate[RunStore, P], R]:
+        @functools.wraps(fn)
+        def wrapper(self: RunStore, *args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                return fn(self, *args, **kwargs)
+            except StoreError:
+                raise
+            except errors as e:
+                raise _store_error(self.path, e) from None
+
+        return wrapper
+
+    return deco
+
+
+_guarded = _guard(_DAMAGE)
+"""A writer: SQLite and decoding errors become a StoreError naming the file."""
+_reading = _guard(_ROW_DAMAGE)
+"""A reader (its arguments are ids): any error decoding a row also means the store is damaged."""
+
+
+def _typed(row: Sequence[Any], spec: str) -> Sequence[Any]:
+    """``row`` after checking each value against ``spec`` ("s i f b" = str int number bytes, "?" = or None)."""
+    codes = spec.split()
+    if len(row) != len(codes):
+        raise ValueError(f"a row of {len(row)} columns, expected {len(codes)}")
+    for i, (v, code) in enumerate(zip(row, codes)):
+        if v is None and code.endswith("?"):
+            continue
+        if isinstance(v, bool) or not isinstance(v, _KINDS[code[0]]):
+            raise TypeError(f"column {i} holds {type(v).__name__} {v!r:.40}")
+    return row
+
+
+def _json(text: Any, kind: type) -> Any:
+    obj = json.loads(text)
+    if not isinstance(obj, kind):
+        raise TypeError(f"expected a JSON {kind.__name__}, found {type(obj).__name__}")
+    return obj
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +177,7 @@ def _pack_tokens(tokens: Sequence[TokenStat] | None) -> bytes | None:
 def _unpack_tokens(blob: bytes | None) -> tuple[TokenStat, ...] | None:
     if blob is None:
         return None
-    return tuple(TokenStat.from_list(v) for v in json.loads(zlib.decompress(blob)))
+    return tuple(TokenStat.from_list(v) for v in _json(zlib.decompress(blob), list))
 
 
 def _bool(v: Any) -> bool | None:
@@ -150,21 +212,35 @@ class RunStore:
         self.path = Path(path)
         if readonly and not self.path.exists():
             raise StoreError(f"{self.path}: no such run store")
+        if readonly and self.path.is_file() and self.path.stat().st_size == 0:
+            raise StoreError(f"{self.path}: the file is empty, not a thinktwice run store")
         if not readonly and self.path.parent and not self.path.parent.exists():
             self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             uri = f"file:{self.path}?mode=ro" if readonly else str(self.path)
             self.db = sqlite3.connect(uri, uri=readonly, timeout=30.0, isolation_level=None)
+        except sqlite3.DatabaseError as e:
+            raise _store_error(self.path, e) from None
+        try:
+            self._open(readonly)
+        except BaseException:
+            self.db.close()
+            raise
+
+    def _open(self, readonly: bool) -> None:
+        try:
             self.db.execute("PRAGMA busy_timeout=30000")
             tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         except sqlite3.DatabaseError as e:
-            raise StoreError(f"{self.path}: not a readable SQLite run store ({e})") from None
+            raise _store_error(self.path, e) from None
         user_tables = {t for t in tables if not t.startswith("sqlite_")}
         if user_tables and "_migrations" not in user_tables:
             raise StoreError(
                 f"{self.path}: this SQLite file is not a thinktwice run store (it has tables "
                 f"{', '.join(sorted(user_tables)[:5])}); choose another --store path"
             )
+        if readonly and not user_tables:
+            raise StoreError(f"{self.path}: an empty SQLite file, not a thinktwice run store (it has no runs table)")
         if not readonly:
             try:
                 self.db.execute("PRAGMA journal_mode=WAL")
@@ -172,10 +248,15 @@ class RunStore:
                 migrations.apply(self.db)
             except sqlite3.DatabaseError as e:
                 raise StoreError(f"{self.path}: cannot initialise the run store ({e})") from None
-        missing = _EXPECTED_TABLES - {
-            r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")
-        }
-        if missing and (not readonly or user_tables):
+        try:
+            missing = _EXPECTED_TABLES - {
+                r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            }
+            if not missing and readonly:
+                self.db.execute("SELECT id FROM runs LIMIT 1").fetchall()  # a first read of the runs table
+        except sqlite3.DatabaseError as e:
+            raise _store_error(self.path, e) from None
+        if missing:
             raise StoreError(f"{self.path}: run store is missing tables {sorted(missing)}")
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -197,12 +278,16 @@ class RunStore:
         try:
             yield self.db
         except BaseException:
-            self.db.execute("ROLLBACK")
+            try:
+                self.db.execute("ROLLBACK")
+            except sqlite3.Error:  # SQLite may have rolled back itself (a damaged page): keep the first error
+                pass
             raise
         else:
             self.db.execute("COMMIT")
 
     # -- runs ---------------------------------------------------------------------------------
+    @_guarded
     def create_run(
         self,
         *,
@@ -229,12 +314,14 @@ class RunStore:
             return int(cur.lastrowid or 0)
 
     def _row_to_run(self, r: sqlite3.Row | tuple[Any, ...]) -> RunInfo:
-        return RunInfo(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7], r[8], r[9], r[10],
+        r = _typed(r, "i s s? f f? s s s? s? s? s? s? i? s? s? s?")
+        return RunInfo(r[0], r[1], r[2], r[3], r[4], r[5], _json(r[6], dict), r[7], r[8], r[9], r[10],
                        r[11], r[12], r[13], r[14], r[15])
 
     _RUN_COLS = ("id, kind, name, created, finished, status, config, task, task_version, backend, model,"
                  " strategy, seed, version, git_sha, owner")
 
+    @_reading
     def get_run(self, run_id: int) -> RunInfo:
         r = self.db.execute(f"SELECT {self._RUN_COLS} FROM runs WHERE id=?", (run_id,)).fetchone()
         if r is None:
@@ -243,22 +330,25 @@ class RunStore:
             raise StoreError(f"{self.path}: no run {run_id}{hint}")
         return self._row_to_run(r)
 
+    @_reading
     def list_runs(self) -> list[RunInfo]:
         return [self._row_to_run(r) for r in self.db.execute(f"SELECT {self._RUN_COLS} FROM runs ORDER BY id")]
 
+    @_guarded
     def set_status(self, run_id: int, status: str) -> None:
         finished = time.time() if status in FINAL_STATUSES else None
         with self._tx() as db:
             db.execute("UPDATE runs SET status=?, finished=?, owner=CASE WHEN ? IS NULL THEN owner ELSE NULL END"
                        " WHERE id=?", (status, finished, finished, run_id))
 
+    @_guarded
     def claim_run(self, run_id: int) -> None:
         """Take over writing ``run_id`` (for --resume); refuse while another live process holds it."""
         with self._tx() as db:
             row = db.execute("SELECT owner FROM runs WHERE id=?", (run_id,)).fetchone()
             if row is None:
                 raise StoreError(f"{self.path}: no run {run_id}")
-            if _alive(row[0]):
+            if isinstance(row[0], str) and _alive(row[0]):  # a damaged owner is no live claim
                 raise StoreError(
                     f"run {run_id} is being written by another process ({row[0]}); "
                     "wait for it to finish or stop it before resuming"
@@ -266,6 +356,7 @@ class RunStore:
             db.execute("UPDATE runs SET owner=?, status='running', finished=NULL WHERE id=?", (_owner(), run_id))
 
     # -- problems -----------------------------------------------------------------------------
+    @_guarded
     def put_problems(self, run_id: int, problems: Sequence[Problem]) -> None:
         with self._tx() as db:
             db.executemany(
@@ -274,11 +365,12 @@ class RunStore:
                  for i, p in enumerate(problems)],
             )
 
+    @_reading
     def problems(self, run_id: int) -> list[Problem]:
         rows = self.db.execute(
             "SELECT problem_id, question, gold, meta FROM problems WHERE run_id=? ORDER BY idx", (run_id,)
         )
-        return [Problem(r[0], r[1], r[2], json.loads(r[3])) for r in rows]
+        return [Problem(r[0], r[1], r[2], _json(r[3], dict)) for r in (_typed(r, "s s s? s") for r in rows)]
 
     # -- samples ------------------------------------------------------------------------------
     def _sample_rows(
@@ -298,6 +390,7 @@ class RunStore:
         " usage, tokens, model, seed, endpoint) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
     )
 
+    @_guarded
     def put_samples(
         self,
         run_id: int,
@@ -313,6 +406,7 @@ class RunStore:
         with self._tx() as db:
             db.executemany(self._SAMPLE_INSERT, rows)
 
+    @_reading
     def samples(self, run_id: int, problem_id: str | None = None, *, with_tokens: bool = True) -> list[StoredSample]:
         cols = "problem_id, idx, stage, text, answer, correct, finish_reason, usage, model, seed, endpoint"
         cols += ", tokens" if with_tokens else ", NULL"
@@ -328,18 +422,21 @@ class RunStore:
             )
         out = []
         for r in rows:
+            r = _typed(r, "s i s s s? i? s? s s? i? s? b?")
             sample = Sample(
                 text=r[3], tokens=_unpack_tokens(r[11]), finish_reason=r[6] or "stop",
-                usage=Usage.from_dict(json.loads(r[7])), model=r[8] or "", seed=r[9], endpoint=r[10],
+                usage=Usage.from_dict(_json(r[7], dict)), model=r[8] or "", seed=r[9], endpoint=r[10],
             )
             out.append(StoredSample(r[0], r[1], r[2], sample, r[4], _bool(r[5])))
         return out
 
+    @_reading
     def sample_counts(self, run_id: int) -> dict[str, int]:
         rows = self.db.execute("SELECT problem_id, COUNT(*) FROM samples WHERE run_id=? GROUP BY problem_id", (run_id,))
         return {r[0]: int(r[1]) for r in rows}
 
     # -- decisions ----------------------------------------------------------------------------
+    @_guarded
     def put_decision(
         self,
         run_id: int,
@@ -374,6 +471,7 @@ class RunStore:
                     db.execute("INSERT OR REPLACE INTO scores(run_id, problem_id, idx, signal, value) VALUES (?,?,?,?,?)",
                                (run_id, problem_id, i, sig, val))
 
+    @_reading
     def decisions(self, run_id: int) -> list[StoredDecision]:
         rows = self.db.execute(
             "SELECT d.problem_id, answer, correct, confidence, chosen, usage, stages, votes, trace, stopped_because,"
@@ -383,17 +481,19 @@ class RunStore:
         )
         return [
             StoredDecision(
-                r[0], r[1], _bool(r[2]), r[3], r[4], Usage.from_dict(json.loads(r[5])),
-                {k: Usage.from_dict(v) for k, v in json.loads(r[6]).items()}, json.loads(r[7]),
-                json.loads(r[8]), r[9], r[10], r[11],
+                r[0], r[1], _bool(r[2]), r[3], r[4], Usage.from_dict(_json(r[5], dict)),
+                {k: Usage.from_dict(v) for k, v in _json(r[6], dict).items()}, _json(r[7], dict),
+                _json(r[8], list), r[9], r[10], r[11],
             )
-            for r in rows
+            for r in (_typed(r, "s s? i? f? i? s s s s s? s? s?") for r in rows)
         ]
 
+    @_reading
     def done_problems(self, run_id: int) -> set[str]:
         return {r[0] for r in self.db.execute("SELECT problem_id FROM decisions WHERE run_id=?", (run_id,))}
 
     # -- scores and events --------------------------------------------------------------------
+    @_guarded
     def put_scores(self, run_id: int, problem_id: str, signal: str, scores: Mapping[int, float]) -> None:
         with self._tx() as db:
             db.executemany(
@@ -401,6 +501,7 @@ class RunStore:
                 [(run_id, problem_id, int(i), signal, float(v)) for i, v in scores.items()],
             )
 
+    @_reading
     def scores(self, run_id: int, signal: str | None = None) -> dict[tuple[str, int], dict[str, float]]:
         q = "SELECT problem_id, idx, signal, value FROM scores WHERE run_id=?"
         args: tuple[Any, ...] = (run_id,)
@@ -412,6 +513,7 @@ class RunStore:
             out.setdefault((pid, int(idx)), {})[sig] = float("nan") if val is None else float(val)
         return out
 
+    @_guarded
     def add_event(self, run_id: int, kind: str, message: str, problem_id: str | None = None, *,
                   detail: str | None = None) -> None:
         """Record something that went wrong (a failed problem, a retried call) so it is not lost;
@@ -420,18 +522,21 @@ class RunStore:
             db.execute("INSERT INTO events(run_id, problem_id, kind, message, created, detail) VALUES (?,?,?,?,?,?)",
                        (run_id, problem_id, kind, message, time.time(), detail))
 
+    @_reading
     def events(self, run_id: int) -> list[tuple[str | None, str, str]]:
         """(problem, kind, one-line message) of every event, oldest first."""
         return [(e.problem_id, e.kind, e.message) for e in self.event_records(run_id)]
 
+    @_reading
     def event_records(self, run_id: int) -> list[Event]:
         """Every event of ``run_id`` with its detail (traceback), oldest first."""
         has_detail = "detail" in {r[1] for r in self.db.execute("PRAGMA table_info(events)")}
         cols = "problem_id, kind, message, created" + (", detail" if has_detail else ", NULL")
         rows = self.db.execute(f"SELECT {cols} FROM events WHERE run_id=? ORDER BY rowid", (run_id,))
-        return [Event(r[0], r[1], r[2], float(r[3]), r[4]) for r in rows]
+        return [Event(r[0], r[1], r[2], float(r[3]), r[4]) for r in (_typed(r, "s? s s f s?") for r in rows)]
 
     # -- the call log -------------------------------------------------------------------------
+    @_guarded
     def put_call(self, run_id: int, problem_id: str, key: str, seq: int, samples: Sequence[Sample]) -> None:
         """Store one model call's samples as soon as they arrive (idempotent on (key, seq))."""
         blob = zlib.compress(json.dumps([s.to_dict() for s in samples], separators=(",", ":")).encode(), 6)
@@ -439,6 +544,7 @@ class RunStore:
             db.execute("INSERT OR REPLACE INTO calls(run_id, problem_id, key, seq, samples, created) VALUES (?,?,?,?,?,?)",
                        (run_id, problem_id, key, seq, blob, time.time()))
 
+    @_reading
     def calls(self, run_id: int, problem_id: str | None = None) -> dict[str, dict[str, list[list[Sample]]]]:
         """Logged calls not yet folded into a decision: problem -> call key -> the samples of each call, in
         ``seq`` order. Empty for a store written before the call log existed."""
@@ -451,7 +557,7 @@ class RunStore:
             args = (run_id, problem_id)
         out: dict[str, dict[str, list[list[Sample]]]] = {}
         for pid, key, blob in self.db.execute(q + " ORDER BY problem_id, key, seq", args):
-            samples = [Sample.from_dict(d) for d in json.loads(zlib.decompress(blob))]
+            samples = [Sample.from_dict(d) for d in _json(zlib.decompress(blob), list)]
             out.setdefault(pid, {}).setdefault(key, []).append(samples)
         return out
 
