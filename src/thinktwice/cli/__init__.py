@@ -1,7 +1,8 @@
 """The ``thinktwice`` command line. Thin: parses flags, looks up registries, calls the library.
 
 Each command group lives in its own module with a ``register(app)`` function. User errors
-(ThinktwiceError) print one line and exit with code 2; anything else keeps its traceback.
+(ThinktwiceError, and input files that are not UTF-8) print one line and exit with code 2; anything
+else keeps its traceback.
 """
 
 from __future__ import annotations
@@ -62,6 +63,9 @@ def main(argv: list[str] | None = None) -> None:
         app(args=argv, prog_name="thinktwice")
     except ThinktwiceError as e:
         print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except UnicodeDecodeError as e:  # an input file that is not text (readers should name it; this is the net)
+        print(f"error: an input file is not valid UTF-8 ({e})", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

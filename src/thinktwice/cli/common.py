@@ -4,24 +4,43 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
 
-from thinktwice.errors import ConfigError
+from thinktwice.errors import ConfigError, StoreError
 
 __all__ = [
     "BackendOpt", "BackendOptionsOpt", "StrategyOptionsOpt", "SplitOpt", "TaskOptionsOpt", "stored_config", "BaseUrlOpt", "ApiKeyOpt", "ModelOpt", "ConcurrencyOpt", "StoreOpt", "SeedOpt",
     "backend_from_options", "progress_bar", "run_async", "out", "err", "default_store", "parse_kv",
+    "limit_option", "positive",
 ]
 
 T = TypeVar("T")
 
 out = Console()
 err = Console(stderr=True)
+
+
+def positive(flag: str, minimum: int = 1) -> Callable[[int | None], int | None]:
+    """A typer callback refusing a value below ``minimum`` for ``flag`` (one-line ConfigError, exit 2)."""
+
+    def check(value: int | None) -> int | None:
+        if value is not None and value < minimum:
+            what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+            raise ConfigError(f"{flag} must be {what}, got {value}")
+        return value
+
+    return check
+
+
+def limit_option(default: int | None = None, help: str = "Use the first N problems.") -> Any:
+    """The ``--limit/-l N`` option every command shares: N >= 1 (``--limit -1`` used to drop the last problem)."""
+    return typer.Option(default, "--limit", "-l", help=help, callback=positive("--limit"))
+
 
 BackendOpt = typer.Option(
     "llamacpp", "--backend", "-b",
@@ -32,7 +51,8 @@ BaseUrlOpt = typer.Option(
 )
 ApiKeyOpt = typer.Option(None, "--api-key", help="API key (default: $OPENAI_API_KEY).")
 ModelOpt = typer.Option(None, "--model", "-m", help="Model name sent to the server.")
-ConcurrencyOpt = typer.Option(16, "--concurrency", "-c", help="Concurrent problems / requests.")
+ConcurrencyOpt = typer.Option(16, "--concurrency", "-c", help="Concurrent problems / requests.",
+                              callback=positive("--concurrency"))
 StoreOpt = typer.Option(None, "--store", "-s", help="SQLite run store (default: $THINKTWICE_HOME/runs.db).")
 SeedOpt = typer.Option(0, "--seed", help="Seed for every random choice.")
 BackendOptionsOpt = typer.Option(
@@ -54,10 +74,14 @@ def default_store(store: Path | None) -> Path:
 
 
 def stored_config(store: Path, run_id: int, kind: str) -> dict[str, Any]:
-    """The config stored with run ``run_id`` (for --resume); refuses a run of another kind."""
+    """The config stored with run ``run_id`` (for --resume); refuses a run of another kind, and a store
+    that does not exist (rather than creating an empty one)."""
     from thinktwice.eval.store import RunStore
 
-    with RunStore(store) as st:
+    if not store.exists():
+        raise StoreError(f"{store}: no such run store (--resume {run_id} needs the store the run was written to; "
+                         "pass it with --store)")
+    with RunStore(store, readonly=True) as st:
         info = st.get_run(run_id)
     if info.kind != kind:
         raise ConfigError(f"run {run_id} is a {info.kind!r} run, not a {kind} run")

@@ -24,8 +24,10 @@ from thinktwice.cli.common import (
     backend_from_options,
     default_store,
     err,
+    limit_option,
     out,
     parse_kv,
+    positive,
     progress_bar,
     run_async,
     stored_config,
@@ -178,7 +180,7 @@ def register(app: typer.Typer) -> None:
     @app.command("eval", cls=RayOptionCommand)
     def eval_cmd(
         task: str = typer.Option("gsm8k", "--task", "-t", help="Task name (gsm8k, math, jsonl, arith, ...)."),
-        limit: int | None = typer.Option(None, "--limit", "-l", help="Evaluate the first N problems."),
+        limit: int | None = limit_option(help="Evaluate the first N problems."),
         split: str = SplitOpt,
         strategy: str | None = typer.Option(
             None, "--strategy", help="Strategy spec, e.g. self-consistency (default: greedy, or self-consistency with -n)."
@@ -194,10 +196,12 @@ def register(app: typer.Typer) -> None:
         store: Path | None = StoreOpt,
         concurrency: int = ConcurrencyOpt,
         seed: int = SeedOpt,
-        budget_tokens: int | None = typer.Option(None, "--budget-tokens", help="Generated-token budget per problem."),
-        budget_calls: int | None = typer.Option(None, "--budget-calls", help="Call budget per problem."),
+        budget_tokens: int | None = typer.Option(None, "--budget-tokens", help="Generated-token budget per problem.",
+                                                   callback=positive("--budget-tokens")),
+        budget_calls: int | None = typer.Option(None, "--budget-calls", help="Call budget per problem.",
+                                                  callback=positive("--budget-calls")),
         resume: int | None = typer.Option(None, "--resume", help="Finish run RUN (its stored config is used)."),
-        show_rows: int = typer.Option(50, "--rows", help="Per-problem rows to print."),
+        show_rows: int = typer.Option(50, "--rows", help="Per-problem rows to print.", callback=positive("--rows", 0)),
         json_out: bool = typer.Option(False, "--json", help="Print a JSON summary instead of tables."),
         ray_address: str | None = RayOpt,
         shards: int | None = ShardsOpt,

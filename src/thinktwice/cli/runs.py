@@ -11,7 +11,7 @@ from rich.table import Table
 
 from rich.markup import escape
 
-from thinktwice.cli.common import StoreOpt, default_store, out
+from thinktwice.cli.common import StoreOpt, default_store, out, positive
 
 __all__ = ["register"]
 
@@ -43,7 +43,7 @@ def register(app: typer.Typer) -> None:
         run: int = typer.Argument(..., help="Run id."),
         store: Path | None = StoreOpt,
         as_json: bool = typer.Option(False, "--json", help="Print JSON."),
-        rows: int = typer.Option(50, "--rows", help="Per-problem rows to print."),
+        rows: int = typer.Option(50, "--rows", help="Per-problem rows to print.", callback=positive("--rows", 0)),
         tracebacks: bool = typer.Option(False, "--tracebacks", help="Print the traceback of each failed problem."),
     ) -> None:
         """Show one run: its config, accuracy, compute and per-problem decisions."""

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from thinktwice.cli.common import (
     ApiKeyOpt, BackendOpt, BackendOptionsOpt, BaseUrlOpt, ModelOpt, SeedOpt, StrategyOptionsOpt,
-    backend_from_options, out, parse_kv, run_async,
+    backend_from_options, out, parse_kv, positive, run_async,
 )
 
 __all__ = ["register"]
@@ -57,7 +57,8 @@ def register(app: typer.Typer) -> None:
         base_url: str | None = BaseUrlOpt,
         api_key: str | None = ApiKeyOpt,
         model: str | None = ModelOpt,
-        budget_tokens: int | None = typer.Option(None, "--budget-tokens", help="Generated-token budget."),
+        budget_tokens: int | None = typer.Option(None, "--budget-tokens", help="Generated-token budget.",
+                                                   callback=positive("--budget-tokens")),
         seed: int = SeedOpt,
         as_json: bool = typer.Option(False, "--json", help="Print the whole Decision as JSON."),
     ) -> None:

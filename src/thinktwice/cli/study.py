@@ -27,6 +27,7 @@ from thinktwice.cli.common import (
     backend_from_options,
     default_store,
     err,
+    limit_option,
     out,
     parse_kv,
     progress_bar,
@@ -100,7 +101,7 @@ def register(app: typer.Typer) -> None:
     def sample_cmd(
         task: str = typer.Option("gsm8k", "--task", "-t", help="Task name."),
         n: int = typer.Option(64, "-n", help="Samples per problem."),
-        limit: int | None = typer.Option(None, "--limit", "-l", help="The first L problems."),
+        limit: int | None = limit_option(help="The first L problems."),
         split: str = SplitOpt,
         task_options: list[str] | None = TaskOptionsOpt,
         temperature: float = typer.Option(0.7, "--temperature", help="Sampling temperature (> 0)."),
