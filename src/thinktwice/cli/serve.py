@@ -3,12 +3,49 @@
 from __future__ import annotations
 
 import os
+import stat
+from pathlib import Path
 
 import typer
 
 from thinktwice.cli.common import err, parse_kv
+from thinktwice.errors import ConfigError
 
-__all__ = ["register"]
+__all__ = ["api_keys", "register"]
+
+_ARGV_WARNING = (
+    "[yellow]warning:[/yellow] --keys puts the client keys on the command line, where every local process "
+    "can read them (ps, /proc/PID/cmdline); use --keys-file PATH or $THINKTWICE_API_KEYS instead"
+)
+
+
+def api_keys(keys: str | None, keys_file: Path | None, environ: dict[str, str] | None = None) -> tuple[str, ...]:
+    """The client keys: ``--keys`` (warned: argv is public), else ``--keys-file``, else ``$THINKTWICE_API_KEYS``.
+
+    A keys file holds one key per line (or comma-separated; ``#`` comments); one that cannot be read or holds
+    no key is an error, never a server without authentication.
+    """
+    from thinktwice.serve.config import parse_api_keys
+
+    if keys is not None and keys_file is not None:
+        raise ConfigError("give --keys or --keys-file, not both")
+    if keys is not None:
+        err.print(_ARGV_WARNING)
+        return parse_api_keys(keys)
+    if keys_file is not None:
+        try:
+            text = keys_file.read_text(encoding="utf-8")
+            mode = keys_file.stat().st_mode
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"--keys-file {keys_file}: cannot read it ({e})") from None
+        found = parse_api_keys(text)
+        if not found:
+            raise ConfigError(f"--keys-file {keys_file}: no keys in it (one per line); refusing to serve "
+                              "without authentication")
+        if os.name == "posix" and mode & (stat.S_IRWXG | stat.S_IRWXO):
+            err.print(f"[yellow]warning:[/yellow] {keys_file} is readable by other users; chmod 600 it")
+        return found
+    return parse_api_keys((os.environ if environ is None else environ).get("THINKTWICE_API_KEYS", ""))
 
 
 def register(app: typer.Typer) -> None:
@@ -37,8 +74,11 @@ def register(app: typer.Typer) -> None:
         keys: str | None = typer.Option(
             None,
             "--keys",
-            help="Client API keys the proxy accepts, comma-separated (default: $THINKTWICE_API_KEYS; "
-            "none: no authentication).",
+            help="Client API keys the proxy accepts, comma-separated. Visible to every local process: "
+            "prefer --keys-file or $THINKTWICE_API_KEYS (none of the three: no authentication).",
+        ),
+        keys_file: Path | None = typer.Option(
+            None, "--keys-file", help="File of client API keys, one per line (default: $THINKTWICE_API_KEYS)."
         ),
         max_n: int = typer.Option(8, "--max-n", help="Most choices (n) per request."),
         max_tokens: int = typer.Option(4096, "--max-tokens", help="Most tokens per generated sample."),
@@ -52,23 +92,37 @@ def register(app: typer.Typer) -> None:
             600.0, "--request-timeout", help="Whole-request timeout, seconds."
         ),
         concurrency: int = typer.Option(256, "--concurrency", help="Most upstream requests in flight."),
+        requests_per_minute: int | None = typer.Option(
+            None, "--requests-per-minute", help="Requests per minute per client key (default: no limit); 429 past it."
+        ),
+        tokens_per_minute: int | None = typer.Option(
+            None, "--tokens-per-minute",
+            help="Generated tokens per minute billed to each client key (default: no limit); 429 past it.",
+        ),
+        header_timeout: float = typer.Option(
+            10.0, "--header-timeout", help="Seconds a client has to send a complete request head."
+        ),
+        body_timeout: float = typer.Option(30.0, "--body-timeout", help="Seconds a client has to send the whole body."),
+        keep_alive_timeout: float = typer.Option(
+            5.0, "--keep-alive-timeout", help="Seconds an idle kept-alive connection stays open."
+        ),
     ) -> None:
         """Serve /v1/chat/completions, /v1/completions, /v1/models, /health and /metrics."""
         import uvicorn
 
-        from thinktwice.errors import ConfigError
         from thinktwice.serve import PASSTHROUGH, ServeConfig, create_app
         from thinktwice.serve.app import build_backend, uvicorn_options
         from thinktwice.strategies import create_strategy
 
-        key_text = keys if keys is not None else os.environ.get("THINKTWICE_API_KEYS", "")
+        if not 1 <= port <= 65535:
+            raise ConfigError(f"--port must be between 1 and 65535, got {port}")
         cfg = ServeConfig(
             upstreams=tuple(upstream or ()),
             upstream_api_key=api_key if api_key is not None else os.environ.get("OPENAI_API_KEY"),
             model=model,
             strategy=strategy,
             strategy_options=parse_kv(options),
-            api_keys=tuple(k.strip() for k in key_text.split(",") if k.strip()),
+            api_keys=api_keys(keys, keys_file),
             max_n=max_n,
             max_tokens=max_tokens,
             max_body_bytes=max_body_bytes,
@@ -77,6 +131,11 @@ def register(app: typer.Typer) -> None:
             timeout_s=timeout,
             request_timeout_s=request_timeout,
             max_concurrency=concurrency,
+            requests_per_minute=requests_per_minute,
+            tokens_per_minute=tokens_per_minute,
+            header_timeout_s=header_timeout,
+            body_timeout_s=body_timeout,
+            keep_alive_timeout_s=keep_alive_timeout,
         )
         if cfg.strategy != PASSTHROUGH:
             create_strategy(cfg.strategy, **cfg.strategy_options)  # fail now, with one line, if it is wrong
@@ -84,7 +143,7 @@ def register(app: typer.Typer) -> None:
             raise ConfigError("the passthrough strategy takes no options")
         if not cfg.api_keys and host not in ("127.0.0.1", "localhost", "::1"):
             err.print(
-                f"[yellow]warning:[/yellow] listening on {host} without --keys: anyone who can reach it "
+                f"[yellow]warning:[/yellow] listening on {host} without client keys: anyone who can reach it "
                 "can use the upstream"
             )
         backend = build_backend(cfg)  # here, so a missing model or package is a one-line error
@@ -98,5 +157,5 @@ def register(app: typer.Typer) -> None:
             port=port,
             log_level="warning",
             access_log=False,
-            **uvicorn_options(),
+            **uvicorn_options(cfg),
         )

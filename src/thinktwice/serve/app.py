@@ -2,12 +2,14 @@
 
 Everything an app needs lives on ``app.state`` and is built by its lifespan (no module-level
 singletons): the backend(s), the default strategy, the shared passthrough HTTP client, the
-answer format and the metrics. A pure-ASGI guard in front of the routes checks API keys
-(constant-time), enforces the body size limit and times every request for /metrics.
+answer format, the metrics and the per-key rate limits. A pure-ASGI guard in front of the routes
+checks API keys (constant-time), rate limits, the body size limit and the body deadline, and times
+every request for /metrics; the HTTP protocol adds a deadline for request heads.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import json
@@ -25,11 +27,12 @@ from thinktwice.serve.answer_format import GenericAnswerFormat
 from thinktwice.serve.config import PASSTHROUGH, ServeConfig
 from thinktwice.serve.decide import Backends
 from thinktwice.serve.errors import ProxyError, install_handlers
+from thinktwice.serve.limits import RATE_KEY, KeyLimits, retry_after_header
 from thinktwice.serve.metrics import Metrics
 from thinktwice.serve.passthrough import Upstream
 from thinktwice.serve.routes import build_router
 
-__all__ = ["ServerThread", "create_app", "uvicorn_options"]
+__all__ = ["ServerThread", "create_app", "http_protocol", "uvicorn_options"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +75,7 @@ def create_app(
     ``config.upstreams`` when there are any."""
     cfg = config or ServeConfig()
     metrics = Metrics()
+    limits = KeyLimits(cfg.requests_per_minute, cfg.tokens_per_minute)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -91,6 +95,7 @@ def create_app(
         )
         app.state.config = cfg
         app.state.metrics = metrics
+        app.state.limits = limits
         app.state.backends = backends
         app.state.default_strategy = default
         app.state.upstream = upstream
@@ -106,31 +111,64 @@ def create_app(
     app = FastAPI(
         title="thinktwice proxy", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
     )
+    app.state.config = cfg  # before the lifespan too: ServerThread reads the front-door timeouts from it
+    app.state.limits = limits
     install_handlers(app)
     app.include_router(build_router())
-    app.add_middleware(Guard, config=cfg, metrics=metrics)
+    app.add_middleware(Guard, config=cfg, metrics=metrics, limits=limits)
     return app
 
 
 class Guard:
-    """Pure-ASGI middleware: API keys, body size limit, request metrics."""
+    """Pure-ASGI middleware: API keys, per-key rate limits, body size limit and deadline, request metrics.
 
-    def __init__(self, app: ASGIApp, *, config: ServeConfig, metrics: Metrics) -> None:
+    Each admitted request records whose limits it counts against in ``scope["state"]`` (see
+    :data:`thinktwice.serve.limits.RATE_KEY`), so the routes can bill its generated tokens with
+    ``request.app.state.limits.charge(request.scope, tokens)``.
+    """
+
+    def __init__(
+        self, app: ASGIApp, *, config: ServeConfig, metrics: Metrics, limits: KeyLimits | None = None
+    ) -> None:
         self.app = app
         self.keys = [k.encode() for k in config.api_keys]
         self.max_body = config.max_body_bytes
+        self.body_timeout_s = config.body_timeout_s
         self.metrics = metrics
+        self.limits = limits if limits is not None else KeyLimits()
 
-    def _authorized(self, scope: Scope) -> bool:
+    def _key_index(self, scope: Scope) -> int | None:
+        """The index of the configured key the request presents, or None."""
         given = b""
         for k, v in scope["headers"]:
             if k == b"authorization":
                 given = v[7:].strip() if v[:7].lower() == b"bearer " else b""
                 break
-        ok = False
-        for key in self.keys:  # compare with every key, in constant time each
-            ok |= hmac.compare_digest(given, key)
-        return ok
+        found = None
+        for i, key in enumerate(self.keys):  # compare with every key, in constant time each
+            if hmac.compare_digest(given, key) and found is None:
+                found = i
+        return found
+
+    def _rate_limited(self, key: str) -> ProxyError | None:
+        wait = self.limits.admit(key)
+        if wait is None:
+            return None
+        after = retry_after_header(wait)
+        return ProxyError(
+            429,
+            f"This key's rate limit is reached ({self._limit_text()}); retry in {after} s.",
+            code="rate_limit_exceeded",
+            headers={"retry-after": after},
+        )
+
+    def _limit_text(self) -> str:
+        parts = []
+        if self.limits.requests_per_minute is not None:
+            parts.append(f"{self.limits.requests_per_minute} requests")
+        if self.limits.tokens_per_minute is not None:
+            parts.append(f"{self.limits.tokens_per_minute} generated tokens")
+        return " and ".join(parts) + " per minute"
 
     async def __call__(
         self,
@@ -154,23 +192,35 @@ class Guard:
             await send(message)
 
         try:
-            if self.keys and path not in OPEN_PATHS and not self._authorized(scope):
-                status = 401
-                await _send_error(
-                    send,
-                    ProxyError(
-                        401,
-                        "Missing or invalid API key (send 'Authorization: Bearer KEY').",
-                        code="invalid_api_key",
-                    ),
-                )
-                return
+            if path not in OPEN_PATHS:
+                index = self._key_index(scope) if self.keys else None
+                if self.keys and index is None:
+                    status = 401
+                    await _send_error(
+                        send,
+                        ProxyError(
+                            401,
+                            "Missing or invalid API key (send 'Authorization: Bearer KEY').",
+                            code="invalid_api_key",
+                        ),
+                    )
+                    return
+                if self.limits.enabled:
+                    client = scope.get("client")
+                    key = f"key:{index}" if index is not None else f"client:{client[0] if client else '-'}"
+                    scope.setdefault("state", {})[RATE_KEY] = key
+                    refused = self._rate_limited(key)
+                    if refused is not None:
+                        status = 429
+                        await _send_error(send, refused)
+                        return
             length = _content_length(scope)
             if length is not None and length > self.max_body:
                 status = 413
                 await _send_error(send, _too_large(self.max_body))
                 return
-            await self.app(scope, _limited(receive, self.max_body), send_wrapper)
+            body = _with_deadline(_limited(receive, self.max_body), t0 + self.body_timeout_s, self.body_timeout_s)
+            await self.app(scope, body, send_wrapper)
         finally:
             self.metrics.in_flight -= 1
             self.metrics.observe(endpoint, status, time.perf_counter() - t0)
@@ -209,22 +259,109 @@ def _limited(receive: Callable[[], Awaitable[Message]], limit: int) -> Callable[
     return wrapped
 
 
+def _with_deadline(
+    receive: Callable[[], Awaitable[Message]], deadline: float, seconds: float
+) -> Callable[[], Awaitable[Message]]:
+    """``receive`` that raises 408 when the body is not complete by ``deadline`` (perf_counter time);
+    once it is, later receives (a stream waiting for the disconnect) are not timed."""
+    complete = False
+
+    async def wrapped() -> Message:
+        nonlocal complete
+        if complete:
+            return await receive()
+        left = deadline - time.perf_counter()
+        try:
+            if left <= 0:
+                raise asyncio.TimeoutError
+            message = await asyncio.wait_for(receive(), left)
+        except asyncio.TimeoutError:
+            raise ProxyError(
+                408,
+                f"The request body did not arrive within this server's limit of {seconds:g} s.",
+                code="request_timeout",
+                headers={"connection": "close"},
+            ) from None
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            complete = True
+        return message
+
+    return wrapped
+
+
 async def _send_error(send: Callable[[Message], Awaitable[None]], err: ProxyError) -> None:
     data = json.dumps(err.body()).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
+    headers += [(k.lower().encode(), v.encode()) for k, v in err.headers.items()]
     if err.status == 401:
         headers.append((b"www-authenticate", b"Bearer"))
     await send({"type": "http.response.start", "status": err.status, "headers": headers})
     await send({"type": "http.response.body", "body": data})
 
 
-def uvicorn_options() -> dict[str, str]:
-    """uvloop / httptools when installed (optional speedups), else the pure-Python defaults."""
+def http_protocol(header_timeout_s: float) -> type[asyncio.Protocol]:
+    """uvicorn's HTTP/1.1 protocol (httptools when installed, else h11) with a deadline on request heads.
+
+    uvicorn times out only idle kept-alive connections; a client trickling its headers a byte at a
+    time held a connection open indefinitely. Here a connection that has not sent a complete head
+    within ``header_timeout_s`` of connecting, or of the first byte of its next request, is closed.
+    """
     import importlib.util
 
+    base: type[Any]
+    if importlib.util.find_spec("httptools"):
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as base
+    else:
+        from uvicorn.protocols.http.h11_impl import H11Protocol as base
+
+    class HeadDeadlineProtocol(base):  # type: ignore[misc, valid-type]
+        _head_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._arm_head()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if not self.transport.is_closing() and self._waiting_for_head():
+                self._arm_head()  # a head begun and not finished: the clock runs from its first byte
+            else:
+                self._disarm_head()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm_head()
+            super().connection_lost(exc)
+
+        def _waiting_for_head(self) -> bool:
+            return self.cycle is None or bool(self.cycle.response_complete)
+
+        def _arm_head(self) -> None:
+            if self._head_timer is None:
+                self._head_timer = self.loop.call_later(header_timeout_s, self._head_expired)
+
+        def _disarm_head(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def _head_expired(self) -> None:
+            self._head_timer = None
+            if self._waiting_for_head() and not self.transport.is_closing():
+                self.transport.close()
+
+    return HeadDeadlineProtocol
+
+
+def uvicorn_options(config: ServeConfig | None = None) -> dict[str, Any]:
+    """uvloop when installed (an optional speedup), and the front-door timeouts of ``config``: the
+    head deadline protocol (:func:`http_protocol`) and uvicorn's keep-alive timeout."""
+    import importlib.util
+
+    cfg = config or ServeConfig()
     return {
         "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-        "http": "httptools" if importlib.util.find_spec("httptools") else "h11",
+        "http": http_protocol(cfg.header_timeout_s),
+        "timeout_keep_alive": cfg.keep_alive_timeout_s,
     }
 
 
@@ -242,7 +379,9 @@ class ServerThread:
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((host, port))
         self.port = self._sock.getsockname()[1]
-        opts = {**uvicorn_options(), "log_level": "warning", "access_log": False, "lifespan": "on", **options}
+        cfg = getattr(getattr(app, "state", None), "config", None)
+        front = uvicorn_options(cfg if isinstance(cfg, ServeConfig) else None)
+        opts = {**front, "log_level": "warning", "access_log": False, "lifespan": "on", **options}
         self.server = uvicorn.Server(uvicorn.Config(app, **opts))
         self._thread: threading.Thread | None = None
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from thinktwice.errors import ConfigError
 
-__all__ = ["PASSTHROUGH", "ServeConfig"]
+__all__ = ["PASSTHROUGH", "ServeConfig", "parse_api_keys"]
 
 PASSTHROUGH = "passthrough"
 """The strategy name that forwards a request to the upstream untouched."""
@@ -27,6 +27,12 @@ class ServeConfig:
     ``max_samples`` generated sequences per decision,
     ``max_body_bytes`` per request body, ``timeout_s`` per upstream call and
     ``request_timeout_s`` per request.
+
+    Front door: ``requests_per_minute`` and ``tokens_per_minute`` (generated tokens billed to it) per
+    client key (per client address when no keys are set; None: no limit), answered 429 with
+    Retry-After; ``header_timeout_s`` to send a complete request head (from connecting, or from the
+    first byte of the next request on a kept-alive connection), ``body_timeout_s`` to send the
+    whole body, and ``keep_alive_timeout_s`` before an idle kept-alive connection is closed.
     """
 
     upstreams: tuple[str, ...] = ()
@@ -43,6 +49,11 @@ class ServeConfig:
     timeout_s: float = 120.0
     request_timeout_s: float = 600.0
     max_concurrency: int = 256
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    keep_alive_timeout_s: float = 5.0
 
     def __post_init__(self) -> None:
         if isinstance(self.upstreams, str):
@@ -60,10 +71,31 @@ class ServeConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {v!r}")
-        if not (self.timeout_s > 0 and self.request_timeout_s > 0):
-            raise ConfigError("timeout_s and request_timeout_s must be > 0")
+        for name in ("requests_per_minute", "tokens_per_minute"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+                raise ConfigError(f"{name} must be a positive integer or None (no limit), got {v!r}")
+        for name in ("timeout_s", "request_timeout_s", "header_timeout_s", "body_timeout_s", "keep_alive_timeout_s"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < float("inf"):
+                raise ConfigError(f"{name} must be a finite number of seconds > 0, got {v!r}")
         for u in self.upstreams:
             if not u.startswith(("http://", "https://")):
                 raise ConfigError(f"upstream {u!r} is not an http(s) URL")
         if not self.strategy:
             raise ConfigError("strategy must be a strategy name")
+
+
+def parse_api_keys(text: str) -> tuple[str, ...]:
+    r"""Client keys from the text of a keys file or ``$THINKTWICE_API_KEYS``: one key per line or
+    comma-separated; blank lines and lines starting with ``#`` are skipped.
+
+    >>> parse_api_keys("# clients\nsk-a\n\nsk-b, sk-c\n")
+    ('sk-a', 'sk-b', 'sk-c')
+    """
+    keys: list[str] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            keys += [k.strip() for k in line.split(",") if k.strip()]
+    return tuple(keys)
