@@ -11,11 +11,9 @@ are a 400 naming the field before any sampling, or go to passthrough when the ro
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any, Literal
 
 from fastapi import APIRouter
@@ -34,13 +32,12 @@ from thinktwice.serve.decide import (
     finish_reason,
     make_query,
     resolve,
-    run_decisions,
     strategy_temperature,
     usage_block,
     valid_strategies,
     wants_logprobs,
 )
-from thinktwice.serve.errors import ProxyError, from_backend_error
+from thinktwice.serve.errors import ProxyError
 from thinktwice.serve.logprobs import chat_logprobs, chosen_tokens, completion_logprobs
 from thinktwice.serve.passthrough import forward, forward_tokenizer
 from thinktwice.serve.schemas import (
@@ -52,12 +49,10 @@ from thinktwice.serve.schemas import (
     parse_request,
     parse_thinktwice,
 )
+from thinktwice.serve.run import RequestRun, billers, remaining_s
 from thinktwice.serve.servable import forwards_fields, ignored_fields, refusal
-from thinktwice.serve.streaming import stream_decisions
-from thinktwice.serve.tally import DecisionTally
 from thinktwice.strategies.base import Strategy
-from thinktwice.tasks.base import Query
-from thinktwice.types import Decision, Prompt, SamplingParams, Usage
+from thinktwice.types import Decision, Prompt, SamplingParams
 
 __all__ = ["build_router"]
 
@@ -171,32 +166,9 @@ def _client_auth(request: Request) -> str | None:
     return None if request.app.state.config.api_keys else request.headers.get("authorization")
 
 
-def _billers(request: Request) -> tuple[Callable[[Usage], None], Callable[[int, int, int], None]]:
-    """Bill upstream work to /metrics and to the client key's token rate limit."""
-    st = request.app.state
-    limits = getattr(st, "limits", None)
-
-    def bill_raw(calls: int, prompt: int, completion: int) -> None:
-        st.metrics.upstream_raw(calls, prompt, completion)
-        if limits is not None and completion:
-            limits.charge(request.scope, completion)
-
-    def bill(u: Usage) -> None:
-        bill_raw(u.calls, u.prompt_tokens, u.completion_tokens)
-
-    return bill, bill_raw
-
-
-def _remaining(request: Request) -> float:
-    st = request.app.state
-    now_s = asyncio.get_running_loop().time()
-    started = request.scope.setdefault("state", {}).setdefault("thinktwice.started", now_s)
-    return max(0.001, st.config.request_timeout_s - (now_s - started))
-
-
 async def _complete(request: Request, kind: Literal["chat", "completion"]) -> Response:
     st = request.app.state
-    _remaining(request)  # starts the request's clock
+    remaining_s(request)  # starts the request's clock
     raw = await request.body()
     body = decode_body(raw)
     field = parse_thinktwice(body.get("thinktwice"))
@@ -239,7 +211,7 @@ async def _passthrough(
         if strip:  # ask for usage so /metrics is exact; the usage chunk is dropped on the way back
             body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
         raw = json.dumps(body).encode()
-    _, bill_raw = _billers(request)
+    _, bill_raw = billers(request)
 
     def on_error(err: ProxyError) -> None:
         st.metrics.upstream_errors[err.status] += 1
@@ -251,7 +223,7 @@ async def _passthrough(
         raw,
         stream=view.stream,
         client_auth=_client_auth(request),
-        timeout_s=_remaining(request),
+        timeout_s=remaining_s(request),
         strip_usage=strip,
         headers={"warning": warning} if warning else None,
         on_error=on_error,
@@ -320,7 +292,7 @@ async def _decide(
     if clamped:
         st.metrics.clamped += 1
     headers = _warnings(clamped, ignored_fields(req, default), default.name)
-    run = _Run(
+    run = RequestRun(
         request=request,
         strategy=strategy,
         queries=queries,
@@ -368,99 +340,6 @@ async def _decide(
     return JSONResponse(payload, headers=headers)
 
 
-@dataclass
-class _Run:
-    """The decisions of one request: ``n`` per query, each through its own billing tally."""
-
-    request: Request
-    strategy: Strategy
-    queries: list[Query]
-    route: Route
-    n: int
-    seed: int | None
-    name: str
-    temperature: float
-
-    async def _start(
-        self, backend: Any, progressed: asyncio.Event | None
-    ) -> tuple[list[asyncio.Task[Decision]], list[DecisionTally]]:
-        st = self.request.app.state
-        bill, _ = _billers(self.request)
-        answers = st.answers if progressed is not None else None
-        on_progress = progressed.set if progressed is not None else None
-        tallies = [
-            DecisionTally(backend, bill, answers, on_progress) for _ in range(len(self.queries) * self.n)
-        ]
-        tasks = await run_decisions(
-            self.strategy,
-            self.queries,
-            tallies,
-            self.n,
-            self.route.budget_tokens,
-            self.seed,
-            _remaining(self.request),
-            st.config.max_samples,
-        )
-        return tasks, tallies
-
-    def _account(self, decisions: list[Decision], tallies: list[DecisionTally]) -> None:
-        self.request.app.state.metrics.decisions[self.name] += len(decisions)
-        for d, t in zip(decisions, tallies):
-            t.settle(d)
-
-    async def complete(self) -> list[Decision] | None:
-        """Every decision, or None (all cancelled) when the client disconnected first."""
-        st = self.request.app.state
-        async with st.backends.lease(self.route.model) as backend:
-            tasks, tallies = await self._start(backend, None)
-            results = await _unless_disconnected(self.request, tasks)
-        if results is None:
-            st.metrics.disconnects += 1
-            return None
-        for r in results:
-            if isinstance(r, BaseException):
-                if isinstance(r, asyncio.CancelledError):
-                    raise r
-                err = from_backend_error(r)
-                st.metrics.upstream_errors[err.status] += 1
-                raise err
-        decisions: list[Decision] = list(results)
-        self._account(decisions, tallies)
-        return decisions
-
-    async def stream(
-        self, *, chat: bool, rid: str, model: str, include_usage: bool, logprobs: int | None
-    ) -> AsyncIterator[bytes]:
-        """The SSE body; the backend is held until the stream ends."""
-        st = self.request.app.state
-        progressed = asyncio.Event()
-        async with st.backends.lease(self.route.model) as backend:
-            tasks, tallies = await self._start(backend, progressed)
-            events = stream_decisions(
-                tasks,
-                tallies,
-                progressed,
-                chat=chat,
-                rid=rid,
-                created=now(),
-                model=model,
-                strategy=self.name,
-                include_usage=include_usage,
-                on_done=lambda ds: self._account(ds, tallies),
-                temperature=self.temperature,
-                logprobs=logprobs,
-                keepalive_s=getattr(st.config, "stream_keepalive_s", 5.0),
-            )
-            try:
-                async for chunk in events:
-                    yield chunk
-            except (asyncio.CancelledError, GeneratorExit):
-                st.metrics.disconnects += 1
-                raise
-            finally:
-                await events.aclose()
-
-
 def _logprobs(d: Decision, k: int | None, chat: bool) -> dict[str, Any] | None:
     if k is None:
         return None
@@ -470,25 +349,3 @@ def _logprobs(d: Decision, k: int | None, chat: bool) -> dict[str, Any] | None:
     return chat_logprobs(tokens, k) if chat else completion_logprobs(tokens, k)
 
 
-async def _unless_disconnected(request: Request, tasks: list[asyncio.Task[Decision]]) -> list[Any] | None:
-    """Every decision's result (or error); None, with every decision cancelled, if the client left."""
-    gathered = asyncio.gather(*tasks, return_exceptions=True)
-    watcher = asyncio.ensure_future(_disconnected(request))
-    try:
-        await asyncio.wait({gathered, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watcher.cancel()
-    if gathered.done():
-        return gathered.result()
-    for t in tasks:
-        t.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    return None
-
-
-async def _disconnected(request: Request) -> None:
-    """Return when the client closes the connection (after the body was read)."""
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            return
