@@ -224,3 +224,19 @@ def test_the_request_deadline_bounds_a_slow_drip_stream(make_proxy: Callable[...
     events = [ln[6:] for ln in r.text.splitlines() if ln.startswith("data: ")]
     assert '"upstream_timeout"' in events[-1]
     assert "w0" in r.text and "w39" not in r.text
+
+
+def test_generated_tokens_count_against_the_keys_token_rate(make_proxy: Callable[..., ServerThread]) -> None:
+    backend = ScriptedBackend(["one two three four five six seven eight nine ten eleven twelve"], cycle=True)
+    cfg = ServeConfig(strategy="self-consistency", strategy_options={"n": 2}, api_keys=("k1", "k2"),
+                      tokens_per_minute=20)
+    srv = make_proxy(cfg, backend=backend)
+
+    def post(key: str) -> httpx.Response:
+        return httpx.post(srv.url + "/chat/completions", json={"messages": MSG},
+                          headers={"authorization": f"Bearer {key}"}, timeout=30)
+
+    assert post("k1").status_code == 200  # 2 samples x 12 tokens billed to k1 by the routes
+    refused = post("k1")
+    assert refused.status_code == 429 and "generated tokens" in refused.json()["error"]["message"]
+    assert post("k2").status_code == 200
