@@ -160,7 +160,7 @@ def test_a_jsonl_with_invalid_utf8_is_one_line(tmp_path, capsys):
     bad.write_bytes(b'{"question": "1+1", "answer": "2"}\n{"question": "\xff\xfe", "answer": "3"}\n')
     err = one_line_exit_2(["eval", "--task", "jsonl", "-T", f"path={bad}", "--backend", "scripted", *SCRIPT],
                           capsys, tmp_path)
-    assert "utf-8" in err.lower()
+    assert "utf-8" in err.lower() and f"{bad}:2:" in err  # the file and line, as for any bad data
 
 
 def test_check_options_names_missing_required_options_and_accepts_what_it_cannot_check():

@@ -71,3 +71,14 @@ def test_open_loop_needs_labelled_samples(tmp_path, capsys):
                      "--store", str(db)], capsys)
     assert code == 0, cap.err
     assert "F1 (wrong)" in cap.out and "cross" in cap.out
+
+
+@pytest.mark.parametrize("sub", [["processbench"], ["open", "--run", "1"], ["closed"]])
+def test_critic_commands_refuse_a_non_positive_limit(sub, capsys):
+    from thinktwice.cli import main
+
+    try:
+        main(["critic", *sub, "--limit", "-1", "--backend", "scripted"])
+    except SystemExit as e:
+        code = e.code
+    assert code == 2 and "--limit" in capsys.readouterr().err

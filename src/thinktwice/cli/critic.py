@@ -13,7 +13,7 @@ from rich.table import Table
 
 from thinktwice.cli.common import (
     ApiKeyOpt, BackendOpt, BackendOptionsOpt, BaseUrlOpt, ConcurrencyOpt, ModelOpt, SeedOpt, StoreOpt,
-    backend_from_options, default_store, err, out, parse_kv, run_async,
+    backend_from_options, default_store, err, limit_option, out, parse_kv, run_async,
 )
 from thinktwice.errors import ConfigError
 
@@ -40,7 +40,7 @@ def _backend(backend: str, base_url: str | None, api_key: str | None, model: str
 @critic_app.command("processbench")
 def processbench_cmd(
     subset: str = typer.Option("gsm8k", "--subset", help="gsm8k or math."),
-    limit: int | None = typer.Option(None, "--limit", "-l", help="First N items."),
+    limit: int | None = limit_option(None, help="First N items."),
     prompt: str = typer.Option("official", "--prompt",
                                help="official (the released ProcessBench template and parser, comparable with the "
                                     "published F1) or thinktwice (numbered steps, lenient verdict parser)."),
@@ -118,7 +118,7 @@ def processbench_cmd(
 def open_cmd(
     run: int = typer.Option(..., "--run", help="A stored run whose samples carry correctness labels."),
     per_problem: int = typer.Option(2, "--per-problem", help="Samples judged per problem (right/wrong balanced)."),
-    limit: int | None = typer.Option(None, "--limit", "-l", help="Judge at most N samples."),
+    limit: int | None = limit_option(None, help="Judge at most N samples."),
     backend: str = BackendOpt,
     backend_options: list[str] | None = BackendOptionsOpt,
     base_url: str | None = BaseUrlOpt,
@@ -165,7 +165,7 @@ def open_cmd(
 @critic_app.command("closed")
 def closed_cmd(
     task: str = typer.Option("gsm8k", "--task", "-t", help="Task."),
-    limit: int | None = typer.Option(50, "--limit", "-l", help="First N problems."),
+    limit: int | None = limit_option(50, help="First N problems."),
     rounds: int = typer.Option(1, "--rounds", "-k", help="Critique-and-correct rounds (iterative critique)."),
     backend: str = BackendOpt,
     backend_options: list[str] | None = BackendOptionsOpt,

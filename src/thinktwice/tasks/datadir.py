@@ -54,15 +54,19 @@ def read_jsonl(path: str | os.PathLike[str], required: Sequence[str] = ()) -> li
     """Every object in a JSONL file; blank lines are skipped, anything else bad is a DataError.
 
     Raises:
-        DataError: "FILE: no such file", "FILE:LINE: invalid JSON (...)", "FILE:LINE: missing
+        DataError: "FILE: no such file", "FILE:LINE: not valid UTF-8", "FILE:LINE: invalid JSON (...)", "FILE:LINE: missing
             field 'x'", "FILE:LINE: expected a JSON object", or "FILE: no records (empty file)".
     """
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{p}: no such file")
     rows: list[dict[str, Any]] = []
-    with p.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+    with p.open("rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{p}:{lineno}: not valid UTF-8 (byte {e.start + 1} of the line)") from None
             if not line.strip():
                 continue
             try:
