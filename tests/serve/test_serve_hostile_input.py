@@ -53,6 +53,9 @@ def scripted() -> ScriptedBackend:
         (["--body-timeout", "0"], "body_timeout_s must be a finite number of seconds > 0"),
         (["--header-timeout", "inf"], "header_timeout_s must be a finite number"),
         (["--keys", "a", "--keys-file", "k.txt"], "give --keys or --keys-file, not both"),
+        (["--max-tokens-policy", "truncate"], "max_tokens_policy must be 'clamp' or 'refuse'"),
+        (["--fallback", "greedy"], "fallback must be None or 'passthrough'"),
+        (["--max-request-samples", "0"], "max_request_samples must be a positive integer"),
     ],
 )
 def test_bad_serve_flags_are_one_line_exit_2(
@@ -143,6 +146,26 @@ def test_serve_passes_the_front_door_timeouts_to_uvicorn(
     assert opts["timeout_keep_alive"] == 2.5 and opts["http"].__name__ == "HeadDeadlineProtocol"
     assert (cfg.header_timeout_s, cfg.body_timeout_s) == (3.0, 4.0)
     assert (cfg.requests_per_minute, cfg.tokens_per_minute) == (60, 1000)
+
+
+def test_serve_passes_the_work_budget_and_stream_settings(
+    served: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, err = _serve(capsys, "--max-request-samples", "96", "--max-request-tokens", "5000", "--max-tokens-policy",
+                       "refuse", "--fallback", "passthrough", "--stream-keepalive", "2")
+    assert code == 0, err
+    cfg = served["app"].state.config
+    assert (cfg.max_request_samples, cfg.max_request_tokens, cfg.max_tokens_policy) == (96, 5000, "refuse")
+    assert (cfg.fallback, cfg.stream_keepalive_s, cfg.timeout_s) == ("passthrough", 2.0, 600.0)
+
+
+def test_metrics_label_model_ids_and_tokenizer_routes_without_unbounded_labels() -> None:
+    from thinktwice.serve.app import endpoint_label
+
+    assert endpoint_label("/v1/models/self-consistency/some-model") == "/v1/models/{id}"
+    assert [endpoint_label(p) for p in ("/tokenize", "/v1/detokenize", "/tokenizer_info")] == [
+        "/tokenize", "/v1/detokenize", "/tokenizer_info"]
+    assert endpoint_label("/v1/junk-" + "x" * 50) == "other"
 
 
 # -- rate limits ---------------------------------------------------------------------------------

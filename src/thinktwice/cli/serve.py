@@ -87,7 +87,8 @@ def register(app: typer.Typer) -> None:
             65536, "--budget-tokens", help="Most generated tokens one decision may spend."
         ),
         max_samples: int = typer.Option(64, "--max-samples", help="Most samples one decision may draw."),
-        timeout: float = typer.Option(120.0, "--timeout", help="Upstream call timeout in seconds."),
+        timeout: float = typer.Option(
+            600.0, "--timeout", help="Seconds one upstream generation may take (read timeouts are not resent)."),
         request_timeout: float = typer.Option(
             600.0, "--request-timeout", help="Whole-request timeout, seconds."
         ),
@@ -106,6 +107,22 @@ def register(app: typer.Typer) -> None:
         keep_alive_timeout: float = typer.Option(
             5.0, "--keep-alive-timeout", help="Seconds an idle kept-alive connection stays open."
         ),
+        max_request_samples: int | None = typer.Option(
+            None, "--max-request-samples",
+            help="Most generated sequences one request may cause over its prompts and choices "
+                 "(default: --max-n x --max-samples); 400 above it."),
+        max_request_tokens: int | None = typer.Option(
+            None, "--max-request-tokens",
+            help="Most generated tokens one request may cause (default: --max-n x --budget-tokens); 400 above it."),
+        max_tokens_policy: str = typer.Option(
+            "clamp", "--max-tokens-policy",
+            help="A max_tokens above --max-tokens: 'clamp' (lowered, with a Warning header) or 'refuse' (400)."),
+        fallback: str | None = typer.Option(
+            None, "--fallback",
+            help="'passthrough': forward requests a strategy cannot serve honestly (echo, prompt logprobs, tools) "
+                 "instead of answering 400."),
+        stream_keepalive: float = typer.Option(
+            5.0, "--stream-keepalive", help="Seconds of silence before a strategy's stream sends a keep-alive."),
     ) -> None:
         """Serve /v1/chat/completions, /v1/completions, /v1/models, /health and /metrics."""
         import uvicorn
@@ -136,6 +153,11 @@ def register(app: typer.Typer) -> None:
             header_timeout_s=header_timeout,
             body_timeout_s=body_timeout,
             keep_alive_timeout_s=keep_alive_timeout,
+            max_request_samples=max_request_samples,
+            max_request_tokens=max_request_tokens,
+            max_tokens_policy=max_tokens_policy,
+            fallback=fallback,
+            stream_keepalive_s=stream_keepalive,
         )
         if cfg.strategy != PASSTHROUGH:
             create_strategy(cfg.strategy, **cfg.strategy_options)  # fail now, with one line, if it is wrong

@@ -43,7 +43,18 @@ ASGIApp = Callable[
 ]
 
 OPEN_PATHS = frozenset({"/health", "/metrics"})
-ENDPOINTS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/metrics"})
+ENDPOINTS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/metrics",
+                       "/tokenize", "/detokenize", "/tokenizer_info",
+                       "/v1/tokenize", "/v1/detokenize", "/v1/tokenizer_info"})
+
+
+def endpoint_label(path: str) -> str:
+    """The /metrics label of a request path: the route, with a model id as a template (ids are unbounded)."""
+    if path in ENDPOINTS:
+        return path
+    if path.startswith("/v1/models/"):
+        return "/v1/models/{id}"
+    return "other"
 
 
 def _build_backend(config: ServeConfig, model: str | None) -> Backend:
@@ -180,7 +191,7 @@ class Guard:
             await self.app(scope, receive, send)
             return
         path = scope["path"]
-        endpoint = path if path in ENDPOINTS else "other"
+        endpoint = endpoint_label(path)
         t0 = time.perf_counter()
         status = 500
         self.metrics.in_flight += 1
