@@ -113,3 +113,23 @@ async def test_pool_draw_survives_an_unexpected_error_in_one_problem(tiny_task, 
         (ev,) = st.event_records(rid)
         assert ev.problem_id == "4" and "ZeroDivisionError" in ev.message and "Traceback" in ev.detail
         assert st.get_run(rid).config["native_n"] is True
+
+
+async def test_a_pool_records_that_its_server_ignored_n(tiny_task, tmp_path):
+    """The openai backend learns on its first call that a server ignores ``n``; the pool run must then say
+    native_n False, or every replay would bill one call per round of separate requests."""
+    import dataclasses
+
+    class LearnsNoN(ScriptedBackend):
+        async def sample(self, prompt, params, n=1, *, monitor=None):
+            out = await super().sample(prompt, params, n, monitor=monitor)
+            self.capabilities = dataclasses.replace(self.capabilities, native_n=False)
+            return out
+
+    backend = LearnsNoN(handler=doubling)
+    with RunStore(tmp_path / "p.db") as st:
+        cfg = PoolConfig(n=2, batch=2, concurrency=1)
+        rid = create_pool_run(st, tiny_task, backend, tiny_task.load()[:2], cfg)
+        assert st.get_run(rid).config["native_n"] is True
+        await draw_pool(tiny_task, backend, tiny_task.load()[:2], st, rid, cfg)
+        assert st.get_run(rid).config["native_n"] is False

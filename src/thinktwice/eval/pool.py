@@ -194,6 +194,11 @@ async def draw_pool(
     await asyncio.gather(*(one(p) for p in problems))
     if fatal:
         raise fatal[0]
+    # the backend may have learnt that its server ignores n (the openai backend then sends separate
+    # requests): record what it could actually do, so replays bill calls as they were made
+    learnt = backend.capabilities
+    if state["drawn"] and not (learnt.native_n and learnt.max_n > 1) and caps.native_n and caps.max_n > 1:
+        store.update_config(run_id, {"native_n": False})
     return PoolResult(run_id, len(problems), state["drawn"], tuple(failed), state["tokens"],
                       time.perf_counter() - t0)
 

@@ -46,6 +46,9 @@ class _Sink:
             return {problem_id: self._calls[problem_id]} if problem_id in self._calls else {}
         return dict(self._calls)
 
+    def update_config(self, run_id: int, changes: Any) -> None:
+        """Not forwarded: the driver records no backend facts for a Ray run (replays infer them)."""
+
     def put_call(self, run_id: int, problem_id: str, key: str, seq: int, samples: Sequence[Any]) -> None:
         self.queue.put_nowait(("call", problem_id, key, seq, list(samples)))
 

@@ -342,6 +342,16 @@ class RunStore:
                        " WHERE id=?", (status, finished, finished, run_id))
 
     @_guarded
+    def update_config(self, run_id: int, changes: Mapping[str, Any]) -> None:
+        """Merge ``changes`` into the stored config of ``run_id`` (facts learnt while the run ran)."""
+        with self._tx() as db:
+            row = db.execute("SELECT config FROM runs WHERE id=?", (run_id,)).fetchone()
+            if row is None:
+                raise StoreError(f"{self.path}: no run {run_id}")
+            config = {**json.loads(row[0]), **dict(changes)}
+            db.execute("UPDATE runs SET config=? WHERE id=?", (json.dumps(config, default=str), run_id))
+
+    @_guarded
     def claim_run(self, run_id: int) -> None:
         """Take over writing ``run_id`` (for --resume); refuse while another live process holds it."""
         with self._tx() as db:
