@@ -50,6 +50,9 @@ def test_curve_names_the_pool_greedy_row_and_bills_calls_as_the_pool_backend(tmp
                                   "--temperature", "0.6", "--backend", "scripted", "-B", f"replies={replies}",
                                   "-B", "cycle=true", "-B", f"capabilities={caps}"])
         assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["curve", "--run", "1", "--strategies", "deepconf-online", "-B", "5"])
+    assert res.exit_code == 0, res.output
+    assert "note:" in res.output and "no stored trace is longer than the group window" in res.output
     for run, calls_at_4 in ((1, 1.0), (2, 4.0)):
         res = runner.invoke(app, ["curve", "--run", str(run), "--strategies", "greedy,sc", "-B", "5", "--json"])
         assert res.exit_code == 0, res.output

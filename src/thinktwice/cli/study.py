@@ -193,6 +193,9 @@ def register(app: typer.Typer) -> None:
         labels = {c.label: strategy_label(c.label, temperature=pool_temperature(info), approx=approx) for c in curves}
         err.print(f"replayed {len(specs)} strategies over {pool.shape[0]} problems x {pool.shape[1]} samples x "
                   f"{permutations} orders in {time.perf_counter() - t0:.2f} s")
+        for c in curves:
+            for note in c.notes:
+                err.print(f"[yellow]note:[/yellow] {note}", soft_wrap=True)
         payload = {"run": run, "native_n": native_n,
                    "curves": [{**c.to_dict(), "display": labels.get(c.label, c.label)} for c in curves]}
         if json_out:
