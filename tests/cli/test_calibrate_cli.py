@@ -6,20 +6,10 @@ import json
 
 import pytest
 
-from thinktwice.cli import main
 from thinktwice.eval.store import RunStore
 from thinktwice.lm.scripted import synthetic_stat, tokenize
+from thinktwice.testing.cli import run_cli
 from thinktwice.types import Problem, Sample
-
-
-def run_cli(args, capsys):
-    code = 0
-    try:
-        main(args)
-    except SystemExit as e:
-        code = e.code or 0
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
 
 
 def stored_run(db) -> int:
@@ -103,7 +93,6 @@ def test_calibrate_missing_tokens_named_signal_errors(tmp_path, capsys) -> None:
                        answers=["1", "2"], correct=[True, False])
     code, _, err = run_cli(["calibrate", "--run", str(rid), "--store", str(db), "--signals", "self-certainty"], capsys)
     assert code == 2 and "full next-token distribution" in err
-
 
 
 def test_list_signals_names_needs_and_cost(capsys) -> None:

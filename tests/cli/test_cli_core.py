@@ -9,20 +9,10 @@ import time
 
 import pytest
 
-from thinktwice.cli import main
 from thinktwice.eval.store import RunStore
+from thinktwice.testing.cli import run_cli
 
 SCRIPT = ['-B', 'replies=["The answer is 18.", "#### 3", "so 18"]', "-B", "cycle=true"]
-
-
-def run_cli(args, capsys):
-    code = 0
-    try:
-        main(args)
-    except SystemExit as e:
-        code = e.code or 0
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
 
 
 def test_eval_json_summary_and_store(tmp_path, capsys):

@@ -2,20 +2,9 @@
 
 import json
 
-from thinktwice.cli import main
 from thinktwice.eval.store import RunStore
 from thinktwice.tasks.gsm8k import Gsm8kTask as GSM8K
-
-
-def run_cli(args, capsys):
-    code = 0
-    try:
-        main(args)
-    except SystemExit as e:
-        code = e.code or 0
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
-
+from thinktwice.testing.cli import run_cli
 
 HUGE = "9" * 400
 

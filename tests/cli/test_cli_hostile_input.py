@@ -8,25 +8,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from thinktwice import lm
-from thinktwice.cli import main
 from thinktwice.errors import ConfigError
 from thinktwice.eval.shard_worker import build_backend
 from thinktwice.lm.scripted import ScriptedBackend, resolve_handler
 from thinktwice.registry import check_options
 from thinktwice.strategies import create_strategy
+from thinktwice.testing.cli import run_cli
 from thinktwice.testing.scripted_handlers import seeded_answer
 
 SCRIPT = ["-B", 'replies=["#### 18"]', "-B", "cycle=true"]
-
-
-def run_cli(args, capsys):
-    code = 0
-    try:
-        main(args)
-    except SystemExit as e:
-        code = e.code or 0
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
 
 
 def one_line_exit_2(args, capsys, tmp_path):

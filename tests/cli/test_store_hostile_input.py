@@ -8,18 +8,9 @@ import pytest
 from thinktwice.cli import main
 from thinktwice.errors import StoreError
 from thinktwice.eval.store import RunStore
+from thinktwice.testing.cli import run_cli
 
 PAGE = 4096
-
-
-def run_cli(args, capsys):
-    code = 0
-    try:
-        main(args)
-    except SystemExit as e:
-        code = e.code or 0
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
 
 
 @pytest.fixture(scope="module")

@@ -7,13 +7,13 @@ import json
 import numpy as np
 import pytest
 
-from thinktwice.cli import main
 from thinktwice.eval import calibration
 from thinktwice.eval.calibration import APPROX_LABEL, DEFAULT_BINS, ece, signal_report
 from thinktwice.eval.calibration_plots import reliability_bins
 from thinktwice.eval.signal_eval import load_pools, report_pools, resolve_signals, score_pools
 from thinktwice.eval.store import RunStore
 from thinktwice.lm.scripted import synthetic_stat, tokenize
+from thinktwice.testing.cli import run_cli
 from thinktwice.types import Problem, Sample, TokenStat
 
 P, Y = np.array([0.12, 0.18]), np.array([True, False])
@@ -64,16 +64,6 @@ async def test_report_pools_marks_full_vocab_signals_from_approx_tokens(tmp_path
     by = {r.signal: r for r in report_pools(pools, scores, n_boot=0)}
     assert by["self-certainty"].approx is approx and by["token-entropy"].approx is approx
     assert by["mean-logprob"].approx is False and by["mean-logprob"].n_bins == 10
-
-
-def run_cli(args, capsys):
-    code = 0
-    try:
-        main(args)
-    except SystemExit as e:
-        code = e.code or 0
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
 
 
 def test_cli_uses_the_library_default_and_labels_approx_rows(tmp_path, capsys) -> None:

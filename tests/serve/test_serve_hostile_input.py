@@ -14,25 +14,15 @@ from typing import Any
 import httpx
 import pytest
 
-from thinktwice.cli import main
 from thinktwice.lm.scripted import Reply, ScriptedBackend
 from thinktwice.serve import ServeConfig, ServerThread, create_app
 from thinktwice.serve.app import Guard, uvicorn_options
 from thinktwice.serve.limits import RATE_KEY, KeyLimits
 from thinktwice.serve.metrics import Metrics
+from thinktwice.testing.cli import run_cli
 
 MSG = [{"role": "user", "content": "What is 6*7?"}]
 UPSTREAM = "http://127.0.0.1:9/v1"  # never called: these tests stop before serving or use a scripted backend
-
-
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = 0
-    try:
-        main(args)
-    except SystemExit as e:
-        code = int(e.code or 0)
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
 
 
 def scripted() -> ScriptedBackend:

@@ -3,7 +3,6 @@ total function of generated hostile text (huge numbers, towers, deep nesting, NU
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -18,6 +17,7 @@ from thinktwice.tasks.code import HumanEvalTask
 from thinktwice.tasks.gsm8k import Gsm8kTask
 from thinktwice.tasks.jsonl import JsonlTask
 from thinktwice.tasks.math import MathTask
+from thinktwice.testing.bounded import within as bounded_within
 from thinktwice.types import Problem
 
 T = TypeVar("T")
@@ -59,23 +59,7 @@ SETTINGS = settings(deadline=None, max_examples=40, suppress_health_check=[Healt
 
 
 def within(fn: Callable[[], T], seconds: float = LIMIT_S) -> T:
-    """``fn()`` run on a daemon thread; fails (instead of hanging) if it outlives ``seconds``."""
-    out: list[T] = []
-    err: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            out.append(fn())
-        except BaseException as e:  # noqa: BLE001 (re-raised below, on the test's thread)
-            err.append(e)
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    t.join(seconds)
-    assert not t.is_alive(), f"still running after {seconds} s"
-    if err:
-        raise err[0]
-    return out[0]
+    return bounded_within(fn, seconds)
 
 
 def _check_format(fmt: AnswerFormat, text: str, gold: str, reflexive: bool) -> None:

@@ -25,6 +25,7 @@ from thinktwice.tasks.grading import math_equal, number_canonical, numeric_equal
 from thinktwice.tasks.gsm8k import Gsm8kTask
 from thinktwice.tasks.jsonl import JsonlTask
 from thinktwice.tasks.math import MathTask
+from thinktwice.testing.bounded import within as bounded_within
 from thinktwice.types import Problem
 
 T = TypeVar("T")
@@ -44,23 +45,7 @@ TOWERS = [r"10^{10^{10^{10}}}", r"9^{9^{9^{9}}}", r"2^{2^{2^{2^{2^{2}}}}}", r"10
 
 
 def within(fn: Callable[[], T], seconds: float = LIMIT_S) -> T:
-    """``fn()`` run on a daemon thread; fails (instead of hanging) if it outlives ``seconds``."""
-    out: list[T] = []
-    err: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            out.append(fn())
-        except BaseException as e:  # noqa: BLE001 (re-raised below, on the test's thread)
-            err.append(e)
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    t.join(seconds)
-    assert not t.is_alive(), f"still running after {seconds} s"
-    if err:
-        raise err[0]
-    return out[0]
+    return bounded_within(fn, seconds)
 
 
 # (format, model text, gold, verdict). Formats: a task name, "jsonl-<grader>".

@@ -12,24 +12,14 @@ pytest.importorskip("torch")
 pytest.importorskip("trl")
 pytest.importorskip("peft")
 
-from thinktwice.cli import main
 from thinktwice.errors import DataError
 from thinktwice.lm.hf_tiny import save_tiny
+from thinktwice.testing.cli import run_cli
 from thinktwice.train.formats import read_jsonl
 from thinktwice.train.hf_trainers import HFTrainConfig, train_sft
 
 # transformers/TRL emit deprecation notices of their own; they are not this package's behaviour
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning", "ignore::UserWarning")
-
-
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = 0
-    try:
-        main(args)
-    except SystemExit as e:
-        code = int(e.code or 0)
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
 
 
 @pytest.fixture(scope="module")
