@@ -168,3 +168,36 @@ def test_a_bug_in_one_request_does_not_touch_concurrent_ones(make_proxy: Callabl
             r = f.result()
             assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "The answer is 42."
     assert post("after the bug").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"choices": [{"index": 0, "message": "The answer is 42.", "finish_reason": "stop"}]},  # message a string
+        {"choices": [{"index": 0, "message": {"role": "assistant", "content": 42}}]},  # integer content
+        {"choices": [{"index": 0, "message": {"role": "assistant", "content": "42"}}],
+         "usage": {"prompt_tokens": -5, "completion_tokens": "many"}},  # negative / non-integer usage
+    ],
+)
+def test_a_malformed_upstream_answer_is_a_502_and_the_server_goes_on(
+    make_proxy: Callable[..., ServerThread], body: dict[str, object]
+) -> None:
+    from thinktwice.lm.openai import OpenAIBackend
+
+    calls = {"n": 0}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls["n"] += 1
+        if b"second" in request.content:
+            return httpx.Response(200, json={"choices": [{"index": 0, "finish_reason": "stop", "message": {
+                "role": "assistant", "content": "The answer is 42."}}],
+                "usage": {"prompt_tokens": 5, "completion_tokens": 5}})
+        return httpx.Response(200, json=body)
+
+    backend = OpenAIBackend("http://upstream.invalid/v1", model="m", transport=httpx.MockTransport(handler),
+                            protocol_retries=1, max_retries=0)
+    srv = make_proxy(ServeConfig(strategy="greedy"), backend=backend)
+    err = _error(httpx.post(srv.url + "/chat/completions", json={"messages": MSG}), 502)
+    assert err["code"] == "upstream_error" and 1 <= calls["n"] <= 2  # a bounded retry, then a protocol error
+    ok = httpx.post(srv.url + "/chat/completions", json={"messages": [{"role": "user", "content": "second"}]})
+    assert ok.status_code == 200 and ok.json()["choices"][0]["message"]["content"] == "The answer is 42."
